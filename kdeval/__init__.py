@@ -1,0 +1,3 @@
+"""kdeval: did your distillation work?"""
+
+__version__ = "0.1.0"

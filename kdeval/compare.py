@@ -1,0 +1,120 @@
+"""`kdeval compare` end to end: validate, run (resumable), score, write results and report."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from kdeval import __version__
+from kdeval.aggregate import aggregate
+from kdeval.config import RunSpec
+from kdeval.datafiles import write_atomic
+from kdeval.plugins import Catalog
+from kdeval.report.markdown import render
+from kdeval.results import RunResult, derive
+from kdeval.runner import (
+    BackendFactory,
+    LoadedTask,
+    Log,
+    ModelOutputs,
+    Progress,
+    check_models,
+    default_backend_factory,
+    load_tasks,
+    run_models,
+    store_path,
+)
+from kdeval.store import Store
+
+
+def compare(
+    spec: RunSpec,
+    catalog: Catalog,
+    *,
+    argv: list[str],
+    log: Log,
+    progress: Progress | None = None,
+    make_backend: BackendFactory = default_backend_factory,
+) -> RunResult:
+    check_models(spec)
+    tasks = load_tasks(spec, catalog)  # every input error surfaces here, before anything is written
+    out = spec.out
+    out.mkdir(parents=True, exist_ok=True)
+    # An older results.json must not pass for this run's if this run dies half-way.
+    for name in ("results.json", "report.md"):
+        (out / name).unlink(missing_ok=True)
+    store = Store(store_path(out))
+    try:
+        models = run_models(spec, tasks, store, make_backend, log, progress)
+    finally:
+        store.close()
+    scores, agreement, samples = aggregate(tasks, models, spec.seed, out / "samples")
+    result = RunResult(
+        kdeval_version=__version__,
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        command=argv,
+        settings=_settings(spec),
+        models=[_model_entry(m) for m in models],
+        tasks=[_task_entry(lt, catalog) for lt in tasks],
+        scores=scores,
+        agreement=agreement,
+        samples=samples,
+    )
+    derive(result)
+    result.write(out / "results.json")
+    write_atomic(out / "report.md", render(result))
+    return result
+
+
+def rerender(results_path: Path, out: Path | None = None) -> str:
+    """`kdeval report`: the report from stored results, no model runs."""
+    result = RunResult.read(results_path)
+    derive(result)
+    text = render(result)
+    write_atomic(out or results_path.with_name("report.md"), text)
+    return text
+
+
+def _settings(spec: RunSpec) -> dict[str, object]:
+    return {
+        "backend": spec.backend,
+        "temperature": spec.temperature,
+        "top_p": spec.top_p,
+        "seed": spec.seed,
+        "dtype": spec.dtype,
+        "max_model_len": spec.max_model_len,
+        "batch_size": spec.batch_size,
+        "use_chat_template": spec.use_chat_template,
+        "limit": spec.limit,
+        "bootstrap_resamples": 1000,
+        "settings_hash": spec.settings_hash(),
+    }
+
+
+def _model_entry(m: ModelOutputs) -> dict[str, object]:
+    return {
+        "name": m.name,
+        "role": m.role,
+        "path": m.path,
+        "fingerprint": m.fingerprint,
+        "reused": m.reused,
+        "computed": m.computed,
+        **m.info,
+    }
+
+
+def _task_entry(lt: LoadedTask, catalog: Catalog) -> dict[str, object]:
+    t = lt.task
+    return {
+        "name": t.name,
+        "suite": catalog.suite_of(t).name,
+        "family": t.family,
+        "version": t.version,
+        "task_type": t.task_type,
+        "metrics": list(t.metrics),
+        "primary_metric": t.primary_metric,
+        "n_examples": len(lt.examples),
+        "data_file": lt.data_file,
+        "data_hash": lt.data_hash,
+        "prompt_hash": lt.prompt_hash,
+    }

@@ -1,0 +1,276 @@
+"""Metrics as sufficient statistics: per-example rows that sum to a corpus score.
+
+Every metric maps one example (hypothesis, references) to a row of numbers whose column sums
+determine the corpus score. Means (accuracy, F1, ROUGE) use the row [value, 1]; BLEU and chrF use
+sacrebleu's own segment statistics, so the corpus score equals `sacrebleu.corpus_bleu` /
+`corpus_chrf` exactly, and bootstrap intervals can be computed from stored rows alone.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sacrebleu.metrics import BLEU, CHRF
+
+from kdeval.metrics_text import (
+    _need_refs,
+    extract_final_number,
+    normalize_answer,
+    normalize_text,
+    squad_exact_match,
+    squad_f1,
+)
+
+__all__ = [
+    "METRICS",
+    "Metric",
+    "bootstrap_ci",
+    "extract_final_number",
+    "get_metric",
+    "mean_row",
+    "normalize_answer",
+    "normalize_text",
+    "squad_exact_match",
+    "squad_f1",
+]
+
+Row = list[float]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A corpus metric defined by per-example sufficient statistics (scores on a 0..100 scale).
+
+    stats:       (hypothesis, references) -> one example's row.
+    finalize:    column sums of the rows -> corpus score.
+    per_example: row -> the value shown for one example; defaults to `finalize` of that row
+                 (BLEU overrides it with sentence BLEU, i.e. effective n-gram order).
+
+    >>> m = get_metric("accuracy")
+    >>> rows = np.array([m.stats("yes", ["yes"]), m.stats("no", ["yes"])])
+    >>> m.corpus(rows), m.example(rows[0])
+    (50.0, 100.0)
+    """
+
+    name: str
+    description: str
+    stats: Callable[[str, Sequence[str]], Row]
+    finalize: Callable[[np.ndarray], float]
+    higher_is_better: bool = True
+    per_example: Callable[[np.ndarray], float] | None = None
+
+    def corpus(self, rows: np.ndarray) -> float:
+        """Corpus score: `finalize` of the column sums of `rows` (shape (n, k)); nan when n == 0."""
+        arr = np.asarray(rows, dtype=np.float64)
+        if arr.size == 0:
+            return float("nan")
+        return float(self.finalize(arr.reshape(len(arr), -1).sum(axis=0)))
+
+    def example(self, row: Sequence[float]) -> float:
+        """The per-example value of one row, as shown in per-sample records."""
+        fn = self.per_example or self.finalize
+        return float(fn(np.asarray(row, dtype=np.float64)))
+
+
+def mean_row(value: float) -> Row:
+    """Row form of a per-example mean metric: [value, 1.0].
+
+    >>> mean_row(0.5)
+    [0.5, 1.0]
+    """
+    return [float(value), 1.0]
+
+
+def _finalize_mean(sums: np.ndarray) -> float:
+    return 100.0 * float(sums[0]) / float(sums[1]) if sums[1] > 0 else float("nan")
+
+
+def _accuracy_stats(hypothesis: str, references: Sequence[str]) -> Row:
+    _need_refs(references)
+    return mean_row(1.0 if hypothesis == references[0] else 0.0)
+
+
+# --- sacrebleu: BLEU (13a, exp smoothing) and chrF2 (char order 6, word order 0) -----------------
+
+
+@functools.cache
+def _bleu() -> BLEU:
+    return BLEU()  # the defaults of sacrebleu.corpus_bleu
+
+
+@functools.cache
+def _chrf() -> CHRF:
+    return CHRF()  # the defaults of sacrebleu.corpus_chrf (whitespace excluded)
+
+
+def _segment_stats(metric: BLEU | CHRF, hypothesis: str, references: Sequence[str]) -> Row:
+    _need_refs(references)
+    # One segment, one reference stream per reference: exactly what corpus_score computes per line.
+    stats: list[Any] = metric._extract_corpus_statistics([hypothesis], [[r] for r in references])
+    return [float(x) for x in stats[0]]
+
+
+def _bleu_stats(hypothesis: str, references: Sequence[str]) -> Row:
+    return _segment_stats(_bleu(), hypothesis, references)
+
+
+def _bleu_score(sums: np.ndarray, effective_order: bool) -> float:
+    order = _bleu().max_ngram_order
+    ints = [round(float(x)) for x in sums]
+    score = BLEU.compute_bleu(
+        correct=ints[2 : 2 + order],
+        total=ints[2 + order : 2 + 2 * order],
+        sys_len=ints[0],
+        ref_len=ints[1],
+        smooth_method="exp",
+        effective_order=effective_order,
+        max_ngram_order=order,
+    )
+    return float(score.score)
+
+
+def _chrf_stats(hypothesis: str, references: Sequence[str]) -> Row:
+    return _segment_stats(_chrf(), hypothesis, references)
+
+
+def _chrf_score(sums: np.ndarray) -> float:
+    return float(_chrf()._compute_f_score([round(float(x)) for x in sums]))
+
+
+# --- ROUGE (rouge_score, Porter stemmer), max F over references ----------------------------------
+
+_ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+
+
+@functools.cache
+def _rouge_scorer() -> Any:
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(list(_ROUGE_TYPES), use_stemmer=True)
+
+
+@functools.lru_cache(maxsize=4096)
+def _rouge_f(hypothesis: str, references: tuple[str, ...]) -> dict[str, float]:
+    scores = [_rouge_scorer().score(ref, hypothesis) for ref in references]
+    return {t: max(float(s[t].fmeasure) for s in scores) for t in _ROUGE_TYPES}
+
+
+def _rouge_stats(rouge_type: str) -> Callable[[str, Sequence[str]], Row]:
+    def stats(hypothesis: str, references: Sequence[str]) -> Row:
+        _need_refs(references)
+        return mean_row(_rouge_f(hypothesis, tuple(references))[rouge_type])
+
+    return stats
+
+
+METRICS: dict[str, Metric] = {
+    "accuracy": Metric(
+        "accuracy",
+        "Percent of examples whose (task-normalized) answer equals the first reference.",
+        _accuracy_stats,
+        _finalize_mean,
+    ),
+    "exact_match": Metric(
+        "exact_match",
+        "SQuAD v1.1 exact match, best over references (percent).",
+        lambda h, r: mean_row(squad_exact_match(h, r)),
+        _finalize_mean,
+    ),
+    "f1": Metric(
+        "f1",
+        "SQuAD v1.1 token F1, best over references, averaged over examples (x100).",
+        lambda h, r: mean_row(squad_f1(h, r)),
+        _finalize_mean,
+    ),
+    "bleu": Metric(
+        "bleu",
+        "sacrebleu corpus BLEU (13a tokenizer, exp smoothing, multi-reference).",
+        _bleu_stats,
+        lambda s: _bleu_score(s, effective_order=False),
+        per_example=lambda s: _bleu_score(s, effective_order=True),
+    ),
+    "chrf": Metric(
+        "chrf",
+        "sacrebleu corpus chrF2 (char order 6, no word n-grams, best reference per sentence).",
+        _chrf_stats,
+        _chrf_score,
+    ),
+    **{
+        t: Metric(
+            t,
+            f"{t} F-measure (rouge_score, Porter stemmer), max over references, mean over examples (x100).",
+            _rouge_stats(t),
+            _finalize_mean,
+        )
+        for t in _ROUGE_TYPES
+    },
+}
+
+
+def get_metric(name: str) -> Metric:
+    """The metric called `name`; ValueError listing the known names otherwise.
+
+    >>> get_metric("bleu").name
+    'bleu'
+    >>> get_metric("nope")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown metric 'nope'; known: accuracy, bleu, chrf, exact_match, f1, rouge1, rouge2, rougeL
+    """
+    try:
+        return METRICS[name]
+    except KeyError:
+        known = ", ".join(sorted(METRICS))
+        raise ValueError(f"unknown metric {name!r}; known: {known}") from None
+
+
+def bootstrap_ci(
+    metric: Metric,
+    rows: np.ndarray,
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of `metric.corpus(rows)`, resampling examples (rows).
+
+    Deterministic for a given seed. One example or identical rows give (value, value); no rows
+    give (nan, nan).
+
+    >>> m = get_metric("accuracy")
+    >>> rows = np.array([mean_row(x) for x in [1, 0, 1, 1, 0, 1, 1, 1, 0, 1]])
+    >>> lo, hi = bootstrap_ci(m, rows, seed=1)
+    >>> lo < m.corpus(rows) < hi
+    True
+    >>> bootstrap_ci(m, rows[:1])
+    (100.0, 100.0)
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    arr = np.asarray(rows, dtype=np.float64)
+    n = len(arr)
+    if n == 0:
+        return (float("nan"), float("nan"))
+    arr = arr.reshape(n, -1)
+    point = metric.corpus(arr)
+    if n == 1 or bool(np.all(arr == arr[0])):
+        return (point, point)
+    rng = np.random.default_rng(seed)
+    # Chunk the replicates so rows[idx] stays around 32 MiB; the chunk size depends only on the
+    # data's shape, so the result is still a function of (rows, seed).
+    chunk = max(1, min(n_resamples, (1 << 22) // (n * arr.shape[1])))
+    sums = np.empty((n_resamples, arr.shape[1]))
+    for start in range(0, n_resamples, chunk):
+        stop = min(n_resamples, start + chunk)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        sums[start:stop] = arr[idx].sum(axis=1)
+    replicates = np.array([metric.finalize(s) for s in sums], dtype=np.float64)
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.percentile(replicates, [100.0 * alpha, 100.0 * (1.0 - alpha)])
+    return (float(lo), float(hi))

@@ -1,0 +1,84 @@
+"""Suite discovery through the `kdeval.suites` entry-point group.
+
+Built-in suites register through the same group as third-party packages, so there is one
+path for both. Nothing is imported until a suite is asked for, and a broken third-party
+plugin is reported and skipped rather than taking the whole tool down.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+from kdeval.errors import UserError
+from kdeval.tasks import Suite, Task
+
+GROUP = "kdeval.suites"
+
+
+@dataclass
+class Catalog:
+    suites: dict[str, Suite]
+
+    @property
+    def tasks(self) -> dict[str, Task]:
+        return {t.name: t for s in self.suites.values() for t in s.tasks}
+
+    def suite_of(self, task: Task) -> Suite:
+        return next(s for s in self.suites.values() if task in s.tasks)
+
+    def select(self, suites: list[str], tasks: list[str], data_tasks: list[str]) -> list[Task]:
+        """Tasks to run: the named ones, else the offline tasks of the named (or all) suites,
+        plus every task the user gave data for."""
+        known = self.tasks
+        for name in suites:
+            if name not in self.suites:
+                raise UserError(
+                    f"unknown suite '{name}'", fix=f"known suites: {', '.join(sorted(self.suites))}"
+                )
+        for name in [*tasks, *data_tasks]:
+            if name not in known:
+                raise UserError(f"unknown task '{name}'", fix=f"known tasks: {', '.join(sorted(known))}")
+        if tasks:
+            chosen = list(tasks)
+        else:
+            pool = [self.suites[s] for s in suites] if suites else list(self.suites.values())
+            chosen = [t.name for s in pool for t in s.tasks if t.offline]
+        chosen += [d for d in data_tasks if d not in chosen]
+        return [known[n] for n in chosen]
+
+
+def load_catalog() -> Catalog:
+    """All suites from installed entry points. Set KDEVAL_LOAD_PLUGINS=name,name to restrict."""
+    only = os.environ.get("KDEVAL_LOAD_PLUGINS")
+    allowed = None if only is None else {n.strip() for n in only.split(",") if n.strip()}
+    suites: dict[str, Suite] = {}
+    seen_tasks: dict[str, str] = {}
+    for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
+        if allowed is not None and ep.name not in allowed:
+            continue
+        try:
+            suite = ep.load()
+        except Exception as exc:  # a third-party plugin's bug must not break kdeval
+            print(
+                f"kdeval: warning: suite plugin '{ep.name}' ({ep.value}) failed to load: {exc}",
+                file=sys.stderr,
+            )
+            continue
+        if not isinstance(suite, Suite):
+            print(
+                f"kdeval: warning: plugin '{ep.name}' is not a kdeval.tasks.Suite; skipped", file=sys.stderr
+            )
+            continue
+        for task in suite.tasks:
+            if task.name in seen_tasks:
+                raise UserError(
+                    f"task '{task.name}' is defined by two suites, "
+                    f"'{seen_tasks[task.name]}' and '{suite.name}'",
+                    fix="uninstall one of the plugins or rename the task",
+                )
+            seen_tasks[task.name] = suite.name
+        suites[suite.name] = suite
+    return Catalog(suites)

@@ -1,0 +1,1 @@
+"""Renderers: everything here reads a RunResult and never runs a model."""

@@ -1,0 +1,150 @@
+"""The comparison report as markdown: quality per task with 95% intervals, then retention,
+gap closed and agreement of the distilled student against the teacher."""
+
+from __future__ import annotations
+
+from kdeval.results import Comparison, RunResult
+
+FOOTNOTES = {
+    "no-teacher": "no teacher in this run, so retention and gap closed cannot be computed",
+    "no-distilled": "no distilled student in this run",
+    "no-baseline": "no baseline in this run, so the gap closed cannot be computed",
+    "zero-gap": "teacher and baseline score the same here (zero gap), so the gap closed is undefined",
+    "zero-teacher": "the teacher scores 0 here, so retention is undefined",
+    "no-agreement": "agreement needs both a teacher and a distilled student",
+}
+ROLE_ORDER = {"teacher": 0, "baseline": 1, "distilled": 2}
+
+
+def render(r: RunResult) -> str:
+    models = ordered_models(r)
+    used: list[str] = []
+    lines = [
+        "# kdeval comparison report",
+        "",
+        _run_line(r),
+        "",
+        "## Quality",
+        "",
+        "Each cell: score (0–100) and its 95% bootstrap confidence interval over examples. "
+        "Retention = distilled ÷ teacher; gap closed = (distilled − baseline) ÷ (teacher − baseline); "
+        "agreement = share of examples where the distilled student's normalized answer equals the teacher's.",
+        "",
+        _quality_table(r, models, used),
+        "",
+    ]
+    if used:
+        lines += [f"[{i + 1}] {FOOTNOTES[k]}" for i, k in enumerate(used)] + [""]
+    lines += ["## Models", "", _models_table(r), "", "## Tasks", "", _tasks_table(r), ""]
+    return "\n".join(lines)
+
+
+def ordered_models(r: RunResult) -> list[str]:
+    ms = sorted(enumerate(r.models), key=lambda im: (ROLE_ORDER.get(im[1]["role"], 3), im[0]))
+    return [m["name"] for _, m in ms]
+
+
+def _run_line(r: RunResult) -> str:
+    s = r.settings
+    decoding = (
+        "greedy" if s.get("temperature", 0) == 0 else f"temperature {s['temperature']}, top-p {s['top_p']}"
+    )
+    limit = f", first {s['limit']} examples per task" if s.get("limit") else ""
+    return (
+        f"Run {r.created_at} · backend `{s.get('backend')}` · {decoding} · seed {s.get('seed')} · "
+        f"dtype {s.get('dtype')}{limit} · kdeval {r.kdeval_version}"
+    )
+
+
+def _cell(value: float | None, low: float | None, high: float | None) -> str:
+    if value is None:
+        return "—"
+    if low is None or high is None:
+        return f"{value:.1f}"
+    return f"{value:.1f} [{low:.1f}, {high:.1f}]"
+
+
+def _pct(x: float | None, notes: list[str], used: list[str], keys: tuple[str, ...]) -> str:
+    if x is not None:
+        return f"{100 * x:.1f}%"
+    marks = []
+    for k in notes:
+        if k in keys:
+            if k not in used:
+                used.append(k)
+            marks.append(str(used.index(k) + 1))
+    return "—" + (f" [{','.join(marks)}]" if marks else "")
+
+
+def _ratio_cells(c: Comparison, used: list[str]) -> list[str]:
+    agree_notes = [] if c.agreement is not None else ["no-agreement"]
+    return [
+        _pct(c.retention, c.notes, used, ("no-teacher", "no-distilled", "zero-teacher")),
+        _pct(c.gap_closed, c.notes, used, ("no-teacher", "no-distilled", "no-baseline", "zero-gap")),
+        _pct(c.agreement, agree_notes, used, ("no-agreement",)),
+    ]
+
+
+def _quality_table(r: RunResult, models: list[str], used: list[str]) -> str:
+    head = ["family", "task", "metric", *models, "retention", "gap closed", "agreement"]
+    rows = [head, ["---"] * len(head)]
+    comp = {(c.scope, c.name, c.metric): c for c in r.comparisons}
+    score = {(s.model, s.task, s.metric): s for s in r.scores}
+    for t in r.tasks:
+        for metric in t["metrics"]:
+            found = [score.get((m, t["name"], metric)) for m in models]
+            cells = [_cell(s.value, s.ci_low, s.ci_high) if s else "—" for s in found]
+            rows.append(
+                [
+                    t["family"],
+                    t["name"],
+                    metric,
+                    *cells,
+                    *_ratio_cells(comp[("task", t["name"], metric)], used),
+                ]
+            )
+    summary = {(s.model, s.scope, s.name): s.value for s in r.summary}
+    for c in r.comparisons:
+        if c.scope == "task":
+            continue
+        label = f"**{c.name}**"
+        cells = [_cell(summary.get((m, c.scope, c.name)), None, None) for m in models]
+        rows.append(
+            [
+                label,
+                "*mean of tasks*" if c.scope == "family" else "*mean of families*",
+                "primary",
+                *cells,
+                *_ratio_cells(c, used),
+            ]
+        )
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
+def _models_table(r: RunResult) -> str:
+    rows = [
+        "| model | role | path | parameters | chat template | requests run / reused | fingerprint |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for m in sorted(r.models, key=lambda m: ROLE_ORDER.get(m["role"], 3)):
+        params = f"{m['n_params']:,}" if m.get("n_params") else "—"
+        chat = {True: "yes", False: "no"}.get(m.get("chat_template"), "—")  # type: ignore[arg-type]
+        rows.append(
+            f"| {m['name']} | {m['role']} | `{m['path']}` | {params} | {chat} | "
+            f"{m.get('computed', 0)} / {m.get('reused', 0)} | `{m['fingerprint']}` |"
+        )
+    return "\n".join(rows)
+
+
+def _tasks_table(r: RunResult) -> str:
+    rows = [
+        "| task | family | suite | version | type | examples | data |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for t in r.tasks:
+        data = f"`{t['data_file']}`" if t.get("data_file") else "shipped"
+        rows.append(
+            f"| {t['name']} | {t['family']} | {t['suite']} | {t['version']} | {t['task_type']} | "
+            f"{t['n_examples']} | {data} |"
+        )
+    return "\n".join(rows)

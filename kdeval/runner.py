@@ -1,0 +1,238 @@
+"""Plan and run: models × tasks, minus what the store already holds.
+
+One backend engine per model, started only when something is missing, shared by all tasks;
+the requests of all tasks at the same stage go to the engine together so it batches them.
+No printing here: progress and messages go through the callbacks the caller passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from kdeval import datasource
+from kdeval.backends.base import Backend
+from kdeval.config import RunSpec, check_model_path, digest, model_fingerprint
+from kdeval.errors import UserError
+from kdeval.plugins import Catalog
+from kdeval.store import Store, request_key
+from kdeval.tasks import Example, Output, Request, Task
+
+Log = Callable[[str], None]
+
+
+class ProgressBar(Protocol):
+    def update(self, n: int = 1) -> object: ...
+
+    def close(self) -> None: ...
+
+
+Progress = Callable[[str, int], ProgressBar]
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class LoadedTask:
+    task: Task
+    examples: list[Example]
+    data_file: str | None
+    data_hash: str
+    prompt_hash: str
+
+
+@dataclass
+class ModelOutputs:
+    name: str
+    role: str
+    path: str
+    fingerprint: str
+    info: dict[str, object] = field(default_factory=dict)
+    #: task name -> example id -> outputs per stage
+    outputs: dict[str, dict[str, list[Output]]] = field(default_factory=dict)
+    reused: int = 0
+    computed: int = 0
+
+
+BackendFactory = Callable[[RunSpec, str], Backend]
+
+
+def load_tasks(spec: RunSpec, catalog: Catalog) -> list[LoadedTask]:
+    """Select and load every task up front, so bad input fails before any model starts."""
+    tasks = catalog.select(spec.suites, spec.tasks, list(spec.data))
+    loaded = []
+    for task in tasks:
+        path = datasource.resolve(task, spec.data.get(task.name))
+        examples = task.load(path)
+        if not examples:
+            raise UserError(f"task '{task.name}' has no examples", where=str(path) if path else None)
+        if spec.limit is not None:
+            examples = examples[: spec.limit]
+        first = [_first_request(task, ex) for ex in examples]
+        loaded.append(
+            LoadedTask(
+                task=task,
+                examples=examples,
+                data_file=str(path) if path else None,
+                data_hash=digest([(e.id, e.data) for e in examples]),
+                prompt_hash=digest([repr(r) for r in first]),
+            )
+        )
+    return loaded
+
+
+def _first_request(task: Task, ex: Example) -> Request:
+    return task.request(ex, [])
+
+
+def check_models(spec: RunSpec) -> None:
+    if not spec.models:
+        raise UserError("no models given", fix="pass --teacher, --baseline, --distilled or --model NAME=PATH")
+    names = [m.name for m in spec.models]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise UserError(
+            f"model name used twice: {', '.join(sorted(dupes))}", fix="give each model its own name"
+        )
+    for m in spec.models:
+        check_model_path(m)
+
+
+def run_models(
+    spec: RunSpec,
+    tasks: list[LoadedTask],
+    store: Store,
+    make_backend: BackendFactory,
+    log: Log,
+    progress: Progress | None = None,
+) -> list[ModelOutputs]:
+    results = []
+    for m in spec.models:
+        mo = ModelOutputs(m.name, m.role, m.path, model_fingerprint(m.path))
+        _run_one(spec, mo, tasks, store, make_backend, log, progress)
+        results.append(mo)
+    return results
+
+
+@dataclass
+class _Pending:
+    """One stage of one model: the requests, their store keys, and those not yet stored."""
+
+    todo: list[tuple[LoadedTask, Example, Request]]
+    keys: list[str]
+    found: dict[str, Output]
+
+    @property
+    def missing(self) -> list[int]:
+        return [i for i, k in enumerate(self.keys) if k not in self.found]
+
+
+def _run_one(
+    spec: RunSpec,
+    mo: ModelOutputs,
+    tasks: list[LoadedTask],
+    store: Store,
+    make_backend: BackendFactory,
+    log: Log,
+    progress: Progress | None,
+) -> None:
+    settings = spec.settings_hash()
+    info_key = f"{mo.fingerprint}:{settings}"
+    for lt in tasks:
+        mo.outputs[lt.task.name] = {ex.id: [] for ex in lt.examples}
+    with _lazy_engine(lambda: make_backend(spec, mo.path)) as engine:
+        for stage in range(max(lt.task.stages for lt in tasks)):
+            todo = [
+                (lt, ex, lt.task.request(ex, mo.outputs[lt.task.name][ex.id]))
+                for lt in tasks
+                if stage < lt.task.stages
+                for ex in lt.examples
+            ]
+            keys = [request_key(mo.fingerprint, settings, req) for _, _, req in todo]
+            pending = _Pending(todo, keys, store.get_many(keys))
+            missing = pending.missing
+            mo.reused += len(todo) - len(missing)
+            mo.computed += len(missing)
+            log(
+                f"{mo.name}: stage {stage + 1}: {len(todo) - len(missing)} of {len(todo)} requests "
+                f"reused from the store, {len(missing)} to run"
+            )
+            if missing:
+                bar = progress(f"{mo.name} stage {stage + 1}", len(missing)) if progress else _NoBar()
+                backend = engine()
+                _serve(backend, pending, missing, store, mo.name, stage, bar)
+                store.put_info(info_key, _info_dict(backend))
+            for (lt, ex, _), key in zip(todo, keys, strict=True):
+                mo.outputs[lt.task.name][ex.id].append(pending.found[key])
+    mo.info = store.get_info(info_key) or {}
+
+
+def _serve(
+    backend: Backend, p: _Pending, missing: list[int], store: Store, model: str, stage: int, bar: ProgressBar
+) -> None:
+    """Run the missing requests, storing each output the moment it completes."""
+
+    def done(j: int, out: Output) -> None:
+        i = missing[j]
+        lt, ex, _ = p.todo[i]
+        store.put(p.keys[i], model, lt.task.name, ex.id, stage, out)
+        p.found[p.keys[i]] = out
+        bar.update(1)
+
+    try:
+        backend.run([p.todo[i][2] for i in missing], done)
+    finally:
+        bar.close()
+
+
+def _info_dict(backend: Backend) -> dict[str, object]:
+    i = backend.info
+    return {
+        "backend": backend.name,
+        "chat_template": i.chat_template,
+        "n_params": i.n_params,
+        "dtype": i.dtype,
+        **i.extra,
+    }
+
+
+@contextmanager
+def _lazy_engine(start: Callable[[], Backend]) -> Iterator[Callable[[], Backend]]:
+    """Start the engine on first use only (a fully reused model never loads) and always close it."""
+    holder: list[Backend] = []
+
+    def get() -> Backend:
+        if not holder:
+            holder.append(start())
+        return holder[0]
+
+    try:
+        yield get
+    finally:
+        for b in holder:
+            b.close()
+
+
+def default_backend_factory(spec: RunSpec, path: str) -> Backend:
+    from kdeval.backends import load_backend
+
+    return load_backend(
+        spec.backend,
+        path,
+        spec.generation(),
+        use_chat_template=spec.use_chat_template,
+        trust_remote_code=spec.trust_remote_code,
+    )
+
+
+def store_path(out: Path) -> Path:
+    return out / "store.sqlite"
