@@ -48,6 +48,8 @@ def score_model(lt: LoadedTask, mo: ModelOutputs, teacher: ModelOutputs | None) 
                 "answer": scored.answer,
                 "references": scored.references,
                 "scores": {m: get_metric(m).example(r) for m, r in scored.stats.items()},
+                # sufficient statistics, so paired tests (the gate) can recompute corpus BLEU/chrF
+                "rows": scored.stats,
             }
         )
     return ts

@@ -32,12 +32,16 @@ def _compare(model: Path, out: Path, *extra: str) -> list[str]:
     return ["compare", "--baseline", str(model), "--backend", "hf", "--out", str(out), "--quiet", *extra]
 
 
-def test_unknown_suite_lists_known(capsys: pytest.CaptureFixture[str], fake_model: Path, tmp_path: Path) -> None:
+def test_unknown_suite_lists_known(
+    capsys: pytest.CaptureFixture[str], fake_model: Path, tmp_path: Path
+) -> None:
     err = _err(capsys, _compare(fake_model, tmp_path / "o", "--suite", "nope"))
     assert "unknown suite 'nope'" in err and "nli" in err and "math" in err
 
 
-def test_unknown_task_lists_known(capsys: pytest.CaptureFixture[str], fake_model: Path, tmp_path: Path) -> None:
+def test_unknown_task_lists_known(
+    capsys: pytest.CaptureFixture[str], fake_model: Path, tmp_path: Path
+) -> None:
     err = _err(capsys, _compare(fake_model, tmp_path / "o", "--task", "nope"))
     assert "unknown task 'nope'" in err and "gsm8k" in err
 
@@ -83,12 +87,14 @@ def test_missing_field_names_field_and_line(
 def test_bad_flag_values(capsys: pytest.CaptureFixture[str], fake_model: Path, tmp_path: Path) -> None:
     assert "NAME=VALUE" in _err(capsys, _compare(fake_model, tmp_path / "o", "--data", "gsm8k"))
     assert "--limit" in _err(capsys, _compare(fake_model, tmp_path / "o", "--limit", "0"))
-    assert "bad --model name" in _err(capsys, [*_compare(fake_model, tmp_path / "o"), "--model", f"a b={fake_model}"])
+    assert "bad --model name" in _err(
+        capsys, [*_compare(fake_model, tmp_path / "o"), "--model", f"a b={fake_model}"]
+    )
 
 
 def test_report_on_a_file_that_is_not_results(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     f = tmp_path / "results.json"
-    f.write_text("{\n  \"x\": 1,\n  oops\n}")
+    f.write_text('{\n  "x": 1,\n  oops\n}')
     assert f"{f}:3" in _err(capsys, ["report", str(f)])
     f.write_text("{}")
     assert "not a kdeval results file" in _err(capsys, ["report", str(f)])
@@ -108,6 +114,19 @@ def test_error_through_the_real_entry_point_has_no_traceback(tmp_path: Path) -> 
 def test_suites_lists_every_family(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["suites"]) == 0
     out = capsys.readouterr().out
-    for name in ("nli_synth", "anli", "qa_synth", "squad", "nq_open", "math_synth", "gsm8k", "summ_synth",
-                 "xsum", "dialogsum", "scitldr", "chat_synth", "mt_bench"):
+    for name in (
+        "nli_synth",
+        "anli",
+        "qa_synth",
+        "squad",
+        "nq_open",
+        "math_synth",
+        "gsm8k",
+        "summ_synth",
+        "xsum",
+        "dialogsum",
+        "scitldr",
+        "chat_synth",
+        "mt_bench",
+    ):
         assert f"| {name} |" in out

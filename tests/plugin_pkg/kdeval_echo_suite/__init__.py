@@ -6,7 +6,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kdeval.metrics import METRICS, mean_row, normalize_text
-from kdeval.tasks import ChoiceRequest, Example, GenerateRequest, Output, Request, Scored, Suite, Task, user_turn
+from kdeval.tasks import (
+    ChoiceRequest,
+    Example,
+    GenerateRequest,
+    Output,
+    Request,
+    Scored,
+    Suite,
+    Task,
+    user_turn,
+)
 
 WORDS = ["apple", "river", "stone", "cloud", "lamp", "garden", "window", "tiger"]
 
@@ -20,7 +30,9 @@ class Echo(Task):
         return [Example(f"w{i}", {"word": w}) for i, w in enumerate(WORDS)]
 
     def request(self, example: Example, history: Sequence[Output]) -> Request:
-        return GenerateRequest(user_turn(f"Repeat: {example.data['word']}\nAnswer:"), max_tokens=4, stop=("\n",))
+        return GenerateRequest(
+            user_turn(f"Repeat: {example.data['word']}\nAnswer:"), max_tokens=4, stop=("\n",)
+        )
 
     def score(self, example: Example, outputs: Sequence[Output], teacher: Sequence[Output] | None) -> Scored:
         hyp, ref = outputs[0].text.strip(), [example.data["word"]]
@@ -38,11 +50,17 @@ class Colour(Task):
         return [Example(f"c{i}", {"gold": i % 3}) for i in range(6)]
 
     def request(self, example: Example, history: Sequence[Output]) -> Request:
-        return ChoiceRequest(user_turn(f"The colour is{self.choices[example.data['gold']]}. Colour:"), self.choices)
+        return ChoiceRequest(
+            user_turn(f"The colour is{self.choices[example.data['gold']]}. Colour:"), self.choices
+        )
 
     def score(self, example: Example, outputs: Sequence[Output], teacher: Sequence[Output] | None) -> Scored:
         pick = outputs[0].choice
-        return Scored(str(pick), [str(example.data["gold"])], {"accuracy": mean_row(float(pick == example.data["gold"]))})
+        return Scored(
+            str(pick),
+            [str(example.data["gold"])],
+            {"accuracy": mean_row(float(pick == example.data["gold"]))},
+        )
 
 
 SUITE = Suite("echo", "echo", "a third-party example suite", [Echo(), Colour()])

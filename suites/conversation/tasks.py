@@ -1,0 +1,187 @@
+"""Two-turn conversation tasks: the second request carries the model's own first answer.
+
+Scoring choice: the two answers are joined with a newline into ONE hypothesis and compared with
+references joined the same way, so each conversation is one segment for chrF/BLEU/ROUGE-L. Scoring
+each turn as its own segment would need per-turn rows that the ROUGE mean cannot merge into one
+example row; one segment per example keeps one row per metric, and a conversation whose second
+answer goes wrong still keeps the credit of its first answer.
+
+Each example's data is {"turns": [user 1, user 2], "references": [[turn-1 refs], [turn-2 refs]]}.
+A turn without references is scored against the teacher's answer for that turn (`needs_teacher`);
+with no teacher either, the example gets no metric rows at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from kdeval.datafiles import read_jsonl, require
+from kdeval.errors import UserError
+from kdeval.metrics import METRICS, normalize_text
+from kdeval.tasks import Example, GenerateRequest, Message, Output, Request, Scored, Task
+from kdeval_suites.common import data_dir, load_records, need_file, require_str_list
+
+#: Joins the two turns of a hypothesis or reference; chrF and ROUGE ignore it, BLEU splits on it.
+JOIN = "\n"
+TurnRefs = list[list[str]]
+
+
+def combine(per_turn: TurnRefs) -> list[str]:
+    """Whole-conversation references: the j-th joins every turn's j-th reference (a turn with
+    fewer references reuses its last one), so each reference is one complete answer set.
+
+    >>> combine([["a", "b"], ["c"]])
+    ['a\\nc', 'b\\nc']
+    """
+    count = max(len(refs) for refs in per_turn)
+    return [JOIN.join(refs[min(j, len(refs) - 1)] for refs in per_turn) for j in range(count)]
+
+
+def teacher_turn(teacher: Sequence[Output] | None, stage: int) -> str | None:
+    """The teacher's answer for one stage, or None when there is no usable one."""
+    if teacher is None or len(teacher) <= stage or not teacher[stage].text.strip():
+        return None
+    return teacher[stage].text.strip()
+
+
+def two_turns(obj: dict[str, Any], name: str, where: str) -> list[str]:
+    """A field holding exactly two strings (both tasks have two stages)."""
+    values = require_str_list(obj, name, where)
+    if len(values) != 2:
+        raise UserError(
+            f"field '{name}' must hold 2 entries (one per turn), got {len(values)}",
+            where=where,
+            fix="check that the file has the expected format for this task",
+        )
+    return values
+
+
+class TwoTurnTask(Task):
+    """Requests and scoring shared by the two-turn tasks; subclasses only load."""
+
+    family = "conversation"
+    task_type = "generate"
+    metrics = ("bleu", "chrf", "rougeL")
+    primary_metric = "chrf"
+    stages = 2
+    max_tokens = 48
+
+    def request(self, example: Example, history: Sequence[Output]) -> Request:
+        first, second = example.data["turns"]
+        messages = [Message("user", first)]
+        if history:  # stage 1: the model continues its OWN conversation, not a reference one
+            messages += [Message("assistant", history[0].text), Message("user", second)]
+        return GenerateRequest(messages=tuple(messages), max_tokens=self.max_tokens)
+
+    def turn_references(self, example: Example, teacher: Sequence[Output] | None) -> TurnRefs | None:
+        """References per turn, the teacher's answer filling a turn the data leaves empty."""
+        per_turn: TurnRefs = []
+        for stage, refs in enumerate(example.data["references"]):
+            if refs:
+                per_turn.append(list(refs))
+                continue
+            fallback = teacher_turn(teacher, stage)
+            if fallback is None:
+                return None
+            per_turn.append([fallback])
+        return per_turn
+
+    def score(self, example: Example, outputs: Sequence[Output], teacher: Sequence[Output] | None) -> Scored:
+        hypothesis = JOIN.join(o.text.strip() for o in outputs)
+        answer = normalize_text(hypothesis)
+        per_turn = self.turn_references(example, teacher)
+        if per_turn is None:  # nothing to compare with: the aggregator counts only scored examples
+            return Scored(answer=answer, references=[], stats={})
+        refs = combine(per_turn)
+        return Scored(answer, refs, {m: METRICS[m].stats(hypothesis, refs) for m in self.metrics})
+
+
+class ChatSynth(TwoTurnTask):
+    name = "chat_synth"
+    description = (
+        "Synthetic two-turn requests (lists, spelling, rewrites) with follow-ups on the first answer."
+    )
+    data_source = (
+        "shipped: suites/conversation/data/test.jsonl (python -m kdeval_suites.conversation.make_data)"
+    )
+    offline = True
+    #: The training split for distilled students; never overlaps the test file.
+    train_path = data_dir(__file__) / "train.jsonl"
+
+    def load(self, path: Path | None) -> list[Example]:
+        def parse(obj: dict[str, Any], where: str) -> dict[str, Any]:
+            refs = two_turns(obj, "references", where)
+            return {"turns": two_turns(obj, "turns", where), "references": [[refs[0]], [refs[1]]]}
+
+        return load_records(path or data_dir(__file__) / "test.jsonl", ["turns", "references"], parse)
+
+
+#: FastChat keeps the GPT-4 reference answers here, relative to the folder of question.jsonl.
+REFERENCE_FILE = Path("reference_answer") / "gpt-4.jsonl"
+
+
+def reference_answers(path: Path) -> dict[str, list[str]]:
+    """question_id -> the two answer turns of `choices[0]` in a FastChat answer file."""
+    answers: dict[str, list[str]] = {}
+    for lineno, obj in read_jsonl(path):
+        where = f"{path}:{lineno}"
+        require(obj, ["question_id", "choices"], where)
+        choices = obj["choices"]
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise UserError(
+                "field 'choices' must be a non-empty list of objects",
+                where=where,
+                fix="use FastChat's layout",
+            )
+        require(choices[0], ["turns"], where)
+        answers[str(obj["question_id"])] = two_turns(choices[0], "turns", where)
+    return answers
+
+
+def mt_bench_example(obj: dict[str, Any], answers: dict[str, list[str]], where: str) -> Example:
+    qid = str(obj["question_id"])
+    sources = [answers.get(qid, [])]
+    if obj.get("reference") is not None:  # the item's own short answers, "" where a turn has none
+        sources.append(require_str_list(obj, "reference", where))
+    per_turn: TurnRefs = [[s[k] for s in sources if k < len(s) and s[k].strip()] for k in range(2)]
+    data = {
+        "turns": two_turns(obj, "turns", where),
+        "references": per_turn,
+        "category": obj.get("category", ""),
+    }
+    return Example(qid, data)
+
+
+class MtBench(TwoTurnTask):
+    name = "mt_bench"
+    description = (
+        "MT-Bench (Zheng et al., 2023): 80 two-turn questions. Scored against GPT-4 reference answers "
+        "where FastChat has them, else against the teacher's answers (overlap, not a judge score)."
+    )
+    data_source = (
+        "FastChat MT-Bench question.jsonl (question_id, category, turns, optional reference); reference "
+        "answers are read from reference_answer/gpt-4.jsonl next to it when present"
+    )
+    url = (
+        "https://raw.githubusercontent.com/lm-sys/FastChat/0e6d3e4beaab66f4d3f93db72541a4abab8af28d/"
+        "fastchat/llm_judge/data/mt_bench/question.jsonl"
+    )
+    needs_teacher = True
+    #: FastChat's own generation limit for MT-Bench answers.
+    max_tokens = 1024
+
+    def load(self, path: Path | None) -> list[Example]:
+        path = need_file(self.name, self.data_source, path)
+        ref_path = path.parent / REFERENCE_FILE
+        answers = reference_answers(ref_path) if ref_path.exists() else {}
+        examples: dict[str, Example] = {}
+        for lineno, obj in read_jsonl(path):
+            where = f"{path}:{lineno}"
+            require(obj, ["question_id", "turns"], where)
+            example = mt_bench_example(obj, answers, where)
+            if example.id in examples:
+                raise UserError(f"duplicate question_id {example.id}", where=where, fix="ids must be unique")
+            examples[example.id] = example
+        return list(examples.values())
