@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from kdeval import __version__
 from kdeval.errors import UserError
+from kdeval.gate.cli import add_parsers as add_gate_parsers
 
 if TYPE_CHECKING:
     from kdeval.config import RunSpec
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--out", type=Path, default=None, metavar="FILE", help="default: report.md beside the results"
     )
+    add_gate_parsers(sub)
     return parser
 
 
@@ -162,6 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_suites()
         if args.command == "compare":
             return cmd_compare(args, argv)
+        if args.command in ("gate", "leaderboard"):
+            from kdeval.gate.cli import run as run_gate_cli
+
+            return run_gate_cli(args)
         return cmd_report(args)
     except UserError as exc:
         print(f"kdeval: error: {exc}", file=sys.stderr)

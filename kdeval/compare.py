@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
 from pathlib import Path
 
 from kdeval import __version__
@@ -59,6 +61,7 @@ def compare(
         scores=scores,
         agreement=agreement,
         samples=samples,
+        commit=_commit(),
     )
     derive(result)
     result.write(out / "results.json")
@@ -73,6 +76,17 @@ def rerender(results_path: Path, out: Path | None = None) -> str:
     text = render(result)
     write_atomic(out or results_path.with_name("report.md"), text)
     return text
+
+
+def _commit() -> str | None:
+    """The revision of the repository the run was started from, for leaderboards."""
+    if os.environ.get("GITHUB_SHA"):
+        return os.environ["GITHUB_SHA"]
+    try:
+        proc = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
 def _settings(spec: RunSpec) -> dict[str, object]:

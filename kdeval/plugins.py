@@ -16,6 +16,8 @@ from kdeval.errors import UserError
 from kdeval.tasks import Suite, Task
 
 GROUP = "kdeval.suites"
+#: Built-in families first, in the order the report reads best; plugins after them by name.
+_ORDER = ("nli", "qa", "math", "summarization", "conversation")
 
 
 @dataclass
@@ -56,7 +58,8 @@ def load_catalog() -> Catalog:
     allowed = None if only is None else {n.strip() for n in only.split(",") if n.strip()}
     suites: dict[str, Suite] = {}
     seen_tasks: dict[str, str] = {}
-    for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
+    eps = entry_points(group=GROUP)
+    for ep in sorted(eps, key=lambda e: (_ORDER.index(e.name) if e.name in _ORDER else len(_ORDER), e.name)):
         if allowed is not None and ep.name not in allowed:
             continue
         try:

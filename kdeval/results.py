@@ -81,6 +81,10 @@ class RunResult:
     summary: list[SummaryRow] = field(default_factory=list)
     comparisons: list[Comparison] = field(default_factory=list)
     samples: dict[str, str] = field(default_factory=dict)
+    #: source revision the run was made from ($GITHUB_SHA or `git rev-parse HEAD` where run), if known
+    commit: str | None = None
+    #: cost figures per model name, measured in their own phase (see kdeval.gate for the shape)
+    efficiency: dict[str, dict[str, Any]] = field(default_factory=dict)
     schema: str = SCHEMA
     schema_version: int = SCHEMA_VERSION
 

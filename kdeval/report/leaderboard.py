@@ -1,0 +1,227 @@
+"""The markdown leaderboard a team keeps in its repository (`kdeval leaderboard`).
+
+One row per model, deduplicated by model fingerprint: the newest run of a model wins
+(`keep="last"`: the last file given wins instead). The output is built to diff well in git:
+fixed column order (families alphabetically), fixed number formats, deterministic sorting with
+ties broken by name and fingerprint, runs numbered oldest first, and no "generated at" stamp.
+
+Columns: rank, model, checkpoint, parameters, one per family (mean of its tasks' primary
+metrics), overall (mean of the families), retention (overall ÷ the same run's teacher overall),
+the sort key when it is none of these, latency p50 and peak memory when a run measured them
+(`efficiency`, see `kdeval.gate`), the run's date and a reference to the run list below the table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from kdeval.errors import UserError
+from kdeval.gate import LoadedRun
+from kdeval.gate.rules import EFFICIENCY
+from kdeval.gate.stats import combine
+from kdeval.metrics import METRICS
+
+Keep = Literal["newest", "last"]
+_NONE = "—"
+
+
+@dataclass(frozen=True)
+class Row:
+    fingerprint: str
+    name: str
+    path: str
+    n_params: int | None
+    families: dict[str, float]
+    overall: float | None
+    retention: float | None
+    scores: dict[tuple[str, str], float]  # (task, metric) -> score
+    tasks: dict[str, tuple[str, str]]  # task -> (family, primary metric)
+    efficiency: dict[str, Any]
+    run: LoadedRun
+    order: int  # position of the run on the command line
+
+    @property
+    def created(self) -> dt.datetime:
+        return _when(self.run)
+
+
+def _when(run: LoadedRun) -> dt.datetime:
+    try:
+        when = dt.datetime.fromisoformat(run.result.created_at)
+    except ValueError:
+        raise UserError(
+            "bad created_at timestamp", where=str(run.path), fix="re-run kdeval compare"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def build(runs: list[LoadedRun], keep: Keep = "newest") -> list[Row]:
+    """One row per fingerprint, in no particular order (`render` sorts)."""
+    rows: dict[str, Row] = {}
+    for order, run in enumerate(runs):
+        for row in _rows(run, order):
+            old = rows.get(row.fingerprint)
+            if old is None or keep == "last" or row.created >= old.created:
+                rows[row.fingerprint] = row  # on equal dates the later file wins
+    return list(rows.values())
+
+
+def _rows(run: LoadedRun, order: int) -> list[Row]:
+    r = run.result
+    summary = {(s.model, s.scope, s.name): s.value for s in r.summary}
+    teacher = r.role("teacher")
+    t_overall = summary.get((teacher, "overall", "overall")) if teacher else None
+    tasks = {t["name"]: (t["family"], t["primary_metric"]) for t in r.tasks}
+    out = []
+    for m in r.models:
+        name = m["name"]
+        overall = summary.get((name, "overall", "overall"))
+        retention = overall / t_overall if overall is not None and t_overall and name != teacher else None
+        scores = {(s.task, s.metric): s.value for s in r.scores if s.model == name and s.value is not None}
+        families = {k[2]: v for k, v in summary.items() if k[:2] == (name, "family")}
+        out.append(
+            Row(
+                m["fingerprint"],
+                name,
+                str(m.get("path", "")),
+                m.get("n_params"),
+                families,
+                overall,
+                retention,
+                scores,
+                tasks,
+                r.efficiency.get(name, {}),
+                run,
+                order,
+            )
+        )
+    return out
+
+
+# --- sorting --------------------------------------------------------------------------------
+
+
+def sort_value(row: Row, key: str) -> float | None:
+    """The value `--sort KEY` ranks by (None when the row lacks it)."""
+    if key == "overall":
+        return row.overall
+    if key == "retention":
+        return row.retention
+    if key in row.families:
+        return row.families[key]
+    group, _, stat = key.partition(".")
+    if group in EFFICIENCY:
+        value = row.efficiency.get(EFFICIENCY[group][0], {}).get(stat)
+        return float(value) if isinstance(value, int | float) else None
+    if not stat:  # a bare name: a task's primary metric, or a metric over all tasks
+        group, stat = ("overall", group) if group in METRICS else (group, "primary")
+    scope, metric = group, stat
+    picked = [
+        (fam, row.scores.get((t, primary if metric == "primary" else metric)))
+        for t, (fam, primary) in row.tasks.items()
+        if scope in ("overall", t, fam)
+    ]
+    known = [(f, v) for f, v in picked if v is not None]
+    return float(combine([v for _, v in known], [f for f, _ in known])) if known else None
+
+
+def _check_key(rows: list[Row], key: str) -> None:
+    if any(sort_value(r, key) is not None for r in rows) or not rows:
+        return
+    fams = sorted({f for r in rows for f in r.families})
+    tasks = sorted({t for r in rows for t in r.tasks})
+    raise UserError(
+        f"nothing to sort by '{key}'",
+        fix=f"use overall, retention, a family ({', '.join(fams)}), a task ({', '.join(tasks)}), "
+        "SCOPE.METRIC (e.g. qa.f1) or latency.p50",
+    )
+
+
+def _lower_is_better(key: str) -> bool:
+    group = key.partition(".")[0]
+    return group in EFFICIENCY and not EFFICIENCY[group][3]
+
+
+def ranked(rows: list[Row], key: str = "overall") -> list[tuple[int | None, Row]]:
+    """Rows best first with competition ranks (1, 2, 2, 4); rows without the value come last."""
+    _check_key(rows, key)
+    sign = 1.0 if _lower_is_better(key) else -1.0
+
+    def order(row: Row) -> tuple[int, float, str, str]:
+        v = sort_value(row, key)
+        return (v is None, sign * v if v is not None else 0.0, row.name, row.fingerprint)
+
+    out: list[tuple[int | None, Row]] = []
+    previous: float | None = None
+    for i, row in enumerate(sorted(rows, key=order)):
+        v = sort_value(row, key)
+        if v is None:
+            out.append((None, row))
+            continue
+        rank = out[-1][0] if out and previous is not None and round(v, 9) == round(previous, 9) else i + 1
+        out.append((rank, row))
+        previous = v
+    return out
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def _num(x: float | None, fmt: str) -> str:
+    return _NONE if x is None else format(x, fmt)
+
+
+def render(rows: list[Row], sort: str = "overall", keep: Keep = "newest") -> str:
+    """The leaderboard as markdown; the same rows and key always give the same bytes."""
+    ordered = ranked(rows, sort)
+    runs = sorted({id(r.run): r.run for r in rows}.values(), key=lambda run: (_when(run), str(run.path)))
+    ref = {id(run): i + 1 for i, run in enumerate(runs)}
+    fams = sorted({f for r in rows for f in r.families})
+    extra = sort not in ("overall", "retention", *fams)
+    lat = any(sort_value(r, "latency.p50") is not None for r in rows)
+    mem = any(sort_value(r, "memory.peak") is not None for r in rows)
+    head = ["rank", "model", "checkpoint", "parameters", *fams, "overall", "retention"]
+    head += [sort] * extra + ["latency p50 (ms)"] * lat + ["peak memory (MiB)"] * mem
+    head += ["date", "run", "fingerprint"]
+    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(_align(h) for h in head) + " |"]
+    for rank, r in ordered:
+        cells = [str(rank) if rank else _NONE, r.name, f"`{r.path}`" if r.path else _NONE]
+        cells.append(f"{r.n_params:,}" if r.n_params else _NONE)
+        cells += [_num(r.families.get(f), ".1f") for f in fams]
+        cells += [_num(r.overall, ".1f"), _num(None if r.retention is None else 100 * r.retention, ".1f")]
+        cells[-1] += "%" if r.retention is not None else ""
+        cells += [_num(sort_value(r, sort), ".1f")] * extra
+        cells += [_num(sort_value(r, "latency.p50"), ".1f")] * lat + [
+            _num(sort_value(r, "memory.peak"), ".0f")
+        ] * mem
+        cells += [r.created.date().isoformat(), f"[{ref[id(r.run)]}]", f"`{r.fingerprint[:12]}`"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(
+        [*_preamble(sort, keep), *lines, "", "Runs:", "", *(_run_line(ref[id(x)], x) for x in runs), ""]
+    )
+
+
+def _align(column: str) -> str:
+    return "---" if column in ("model", "checkpoint", "run", "fingerprint", "date") else "---:"
+
+
+def _preamble(sort: str, keep: Keep) -> list[str]:
+    direction = "lowest" if _lower_is_better(sort) else "highest"
+    source = "the newest run of each model" if keep == "newest" else "the last file given with each model"
+    return [
+        "# kdeval leaderboard",
+        "",
+        f"Ranked by {sort} ({direction} first). Family columns: mean of the family's tasks' primary "
+        "metrics (0–100); overall: mean of the families; retention: overall ÷ the same run's teacher. "
+        f"One row per model fingerprint, from {source}.",
+        "",
+    ]
+
+
+def _run_line(i: int, run: LoadedRun) -> str:
+    r = run.result
+    commit = f" · commit `{r.commit}`" if r.commit else ""
+    command = " ".join(r.command)
+    return f"[{i}] {r.created_at} · kdeval {r.kdeval_version}{commit} · `{command}`"

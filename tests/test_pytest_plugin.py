@@ -1,0 +1,101 @@
+"""The pytest plugin: fixtures that load results and assert gate rules in a team's own tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kdeval.pytest_plugin import GateFailed, assert_gate
+from tests.fakes_gate import checkpoint, run_compare
+
+pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("plugin")
+    teacher = checkpoint(root, "teacher", 0.0)
+    student = checkpoint(root, "student", 0.2, seed=2)
+    for name, ckpt in (("main", student), ("rerun", student), ("worse", checkpoint(root, "w", 0.5, seed=3))):
+        run_compare(root / name, {"teacher": teacher, "distilled": ckpt})
+    return {name: root / name / "results.json" for name in ("main", "rerun", "worse")}
+
+
+@pytest.fixture
+def inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    # Load the plugin explicitly whether or not its entry point is installed in this environment.
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    return pytester
+
+
+def test_rules_pass_and_fail_like_the_gate(inner: pytest.Pytester, runs: dict[str, Path]) -> None:
+    inner.makepyfile(
+        f"""
+        def test_rerun_holds(kdeval_gate):
+            kdeval_gate("qa.f1:-1pt", "overall:-1pt", "retention>=0.7")
+
+        def test_worse_student_fails(kdeval_gate):
+            kdeval_gate("qa.f1:-1pt", "math.accuracy:-2%", candidate={str(runs["worse"])!r})
+
+        def test_results_fixture(kdeval_results):
+            assert kdeval_results.candidate.value("teacher", "gate_qa", "f1") == 100.0
+            assert kdeval_results.load({str(runs["worse"])!r}).role("distilled") == "distilled"
+        """
+    )
+    result = inner.runpytest(
+        "-p",
+        "kdeval.pytest_plugin",
+        "--kdeval-baseline",
+        str(runs["main"]),
+        "--kdeval-candidate",
+        str(runs["rerun"]),
+    )
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*FAIL    qa.f1:-1pt: * -> *, effect -* pt [[]-*, -*[]], p = * (paired bootstrap, n = 300): *",
+            "*FAIL    math.accuracy:-2%: * (McNemar exact, * worse / * better, n = 400): *",
+            "*kdeval gate: regression: 2 of 2 rules failed (model distilled; *",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str() and "def test_" not in result.stdout.str()
+
+
+def test_ini_keys_and_unusable_input(inner: pytest.Pytester, runs: dict[str, Path]) -> None:
+    inner.makeini(f"[pytest]\nkdeval_baseline = {runs['main']}\nkdeval_candidate = {runs['rerun']}\n")
+    inner.makepyfile(
+        """
+        def test_configured(kdeval_gate):
+            kdeval_gate("overall:-1pt")
+
+        def test_bad_rule(kdeval_gate):
+            kdeval_gate("overall:+1pt")
+
+        def test_missing_file(kdeval_gate):
+            kdeval_gate("overall:-1pt", baseline="nope/results.json")
+        """
+    )
+    result = inner.runpytest("-p", "kdeval.pytest_plugin")
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*kdeval: error: rule 'overall:+1pt': '+' means higher*",
+            "*kdeval: error: nope/results.json: results file not found*",
+        ]
+    )
+
+
+def test_unconfigured_runs_fail_with_a_hint(inner: pytest.Pytester) -> None:
+    inner.makepyfile("def test_x(kdeval_gate):\n    kdeval_gate('overall:-1pt')\n")
+    result = inner.runpytest("-p", "kdeval.pytest_plugin")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*kdeval: no baseline results; pass --kdeval-baseline or set kdeval_baseline*"]
+    )
+
+
+def test_assert_gate_outside_fixtures(runs: dict[str, Path]) -> None:
+    assert assert_gate(runs["main"], runs["rerun"], "overall:-1pt").exit_code == 0
+    with pytest.raises(GateFailed, match=r"FAIL    overall:-1pt: .*significant at alpha = 0.05"):
+        assert_gate(runs["main"], runs["worse"], "overall:-1pt")
