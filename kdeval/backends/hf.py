@@ -1,0 +1,212 @@
+"""The transformers backend: batched greedy (or seeded sampled) generation and choice scoring."""
+
+from __future__ import annotations
+
+import gc
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import torch
+
+from kdeval.backends.base import GenerationSettings, ModelInfo, OnDone
+from kdeval.backends.prompting import PromptCodec, choice_sequence, fit_prompt
+from kdeval.tasks import ChoiceRequest, GenerateRequest, Output, Request
+
+if TYPE_CHECKING:
+    from transformers import GenerationConfig
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Prompt:
+    index: int
+    text: str
+    ids: list[int]
+
+
+@dataclass
+class _Choices:
+    """A ChoiceRequest in flight: one scored sequence per choice."""
+
+    index: int
+    text: str
+    seqs: list[tuple[list[int], int]]  # (context + continuation ids, continuation length)
+    scores: list[float | None]
+
+
+class HFBackend:
+    name = "hf"
+
+    def __init__(
+        self,
+        path: str,
+        settings: GenerationSettings,
+        *,
+        use_chat_template: bool | None = None,
+        trust_remote_code: bool = False,
+        device: str | None = None,
+    ) -> None:
+        from transformers import AutoModelForCausalLM, GenerationConfig
+
+        self.settings = settings
+        self.codec = PromptCodec.from_pretrained(
+            path, use_chat_template=use_chat_template, trust_remote_code=trust_remote_code
+        )
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            path, dtype=settings.dtype, trust_remote_code=trust_remote_code
+        )
+        # vLLM ignores the checkpoint's sampling defaults (top_k, repetition_penalty, ...) when
+        # given explicit SamplingParams; a neutral config makes generate() do the same.
+        model.generation_config = GenerationConfig()
+        self.model: Any = model.to(self.device).eval()
+        self.info = ModelInfo(
+            chat_template=self.codec.chat_template_used,
+            n_params=sum(p.numel() for p in model.parameters()),
+            dtype=str(model.dtype).removeprefix("torch."),
+        )
+
+    def run(self, requests: Sequence[Request], on_done: OnDone) -> None:
+        choices = [(i, r) for i, r in enumerate(requests) if isinstance(r, ChoiceRequest)]
+        generate = [(i, r) for i, r in enumerate(requests) if isinstance(r, GenerateRequest)]
+        self._run_choices(choices, on_done)
+        self._run_generate(generate, on_done)
+
+    def close(self) -> None:
+        self.model = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # -- generation -------------------------------------------------------------------------
+
+    def _run_generate(self, items: list[tuple[int, GenerateRequest]], on_done: OnDone) -> None:
+        # One generate() call serves one (max_tokens, stop) setting, so group by it.
+        groups: dict[tuple[int, tuple[str, ...]], list[_Prompt]] = defaultdict(list)
+        for i, req in items:
+            text = self.codec.render(req.messages)
+            ids, max_tokens = fit_prompt(
+                self.codec.encode_text(text), req.max_tokens, self.settings.max_model_len
+            )
+            groups[(max_tokens, req.stop)].append(_Prompt(i, text, ids))
+        n_batch = 0
+        for (max_tokens, stop), prompts in groups.items():
+            prompts.sort(key=lambda p: len(p.ids), reverse=True)  # similar lengths pad less
+            for batch in _chunks(prompts, self.settings.batch_size):
+                if self.settings.temperature > 0:
+                    # generate() takes no generator: seed each batch, so a run is repeatable
+                    # and a batch does not depend on the batches sampled before it.
+                    torch.manual_seed(self.settings.seed + n_batch)
+                n_batch += 1
+                rows = self._generate_batch([p.ids for p in batch], max_tokens, stop)
+                for prompt, row in zip(batch, rows, strict=True):
+                    on_done(prompt.index, self._output(prompt, row, stop))
+
+    def _output(self, prompt: _Prompt, generated: list[int], stop: tuple[str, ...]) -> Output:
+        done = self.codec.finish(generated, stop)
+        return Output(
+            prompt=prompt.text,
+            text=done.text,
+            token_ids=done.token_ids,
+            prompt_tokens=len(prompt.ids),
+            output_tokens=done.output_tokens,
+        )
+
+    def _generate_batch(
+        self, rows: list[list[int]], max_tokens: int, stop: tuple[str, ...]
+    ) -> list[list[int]]:
+        ids, mask = self._left_pad(rows)
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                generation_config=self._generation_config(max_tokens, stop),
+                tokenizer=self.codec.tokenizer if stop else None,
+            )
+        return [list(map(int, row)) for row in out[:, ids.shape[1] :].tolist()]
+
+    def _generation_config(self, max_tokens: int, stop: tuple[str, ...]) -> GenerationConfig:
+        from transformers import GenerationConfig
+
+        eos = list(self.codec.eos_ids)
+        sampling: dict[str, Any] = {"do_sample": False}
+        if self.settings.temperature > 0:
+            s = self.settings
+            # top_k=0: no top-k cut, as vLLM (HF's own default would be 50).
+            sampling = {"do_sample": True, "temperature": s.temperature, "top_p": s.top_p, "top_k": 0}
+        return GenerationConfig(
+            max_new_tokens=max_tokens,
+            num_beams=1,
+            repetition_penalty=1.0,
+            eos_token_id=eos,
+            # Finished rows are filled with EOS rather than pad, so PromptCodec.finish drops them.
+            pad_token_id=eos[0],
+            stop_strings=list(stop) or None,
+            **sampling,
+        )
+
+    # -- multiple choice ----------------------------------------------------------------------
+
+    def _run_choices(self, items: list[tuple[int, ChoiceRequest]], on_done: OnDone) -> None:
+        limit = self.settings.max_model_len
+        pending = []
+        for i, req in items:
+            seqs = [
+                (choice_sequence(ctx, cont, limit), len(cont)) for ctx, cont in self.codec.encode_choices(req)
+            ]
+            pending.append(_Choices(i, self.codec.render(req.messages), seqs, [None] * len(seqs)))
+        # Longest first, a request's choices kept together so it completes early.
+        pending.sort(key=lambda c: max(len(s) for s, _ in c.seqs), reverse=True)
+        flat = [(c, k) for c in pending for k in range(len(c.seqs))]
+        for batch in _chunks(flat, self.settings.batch_size):
+            scores = self._score_batch([c.seqs[k] for c, k in batch])
+            for (c, k), score in zip(batch, scores, strict=True):
+                c.scores[k] = score
+                if k == len(c.seqs) - 1:  # choices are scored in order, so this was the last
+                    on_done(c.index, _choice_output(c))
+
+    def _score_batch(self, batch: list[tuple[list[int], int]]) -> list[float]:
+        """Sum of the continuation log-probs of each sequence (lm-eval's loglikelihood)."""
+        ids, mask = self._left_pad([seq[:-1] for seq, _ in batch])
+        # Left padding puts every continuation at the end, so only the last `keep` logits are
+        # needed; explicit positions make padded rows see the same positions as unpadded ones.
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        keep = max(n for _, n in batch)
+        with torch.inference_mode():
+            logits = self.model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep
+            ).logits
+            logprobs = logits.float().log_softmax(-1)
+        scores = []
+        for row, (seq, n) in enumerate(batch):
+            targets = torch.tensor(seq[-n:], device=logprobs.device)
+            picked = logprobs[row, keep - n :].gather(-1, targets[:, None])
+            scores.append(float(picked.sum()))
+        return scores
+
+    def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.codec.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, row in enumerate(rows):
+            ids[r, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            mask[r, width - len(row) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+
+def _choice_output(c: _Choices) -> Output:
+    scores = [s for s in c.scores if s is not None]
+    return Output(
+        prompt=c.text,
+        choice_logprobs=scores,
+        prompt_tokens=sum(len(seq) for seq, _ in c.seqs),  # tokens run through the model
+    )
+
+
+def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    step = max(1, size)
+    for start in range(0, len(items), step):
+        yield items[start : start + step]

@@ -1,0 +1,197 @@
+"""Prompt rendering, tokenization and decoding shared by every backend.
+
+Backends exchange token ids only; this module is the one place where text becomes ids and ids
+become text, so the same token ids give the same text on vLLM and transformers (lm-eval's two
+backends disagree here: one keeps special tokens in generated text, the other strips them).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kdeval.tasks import ChoiceRequest, GenerateRequest, Message
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A generation after EOS and stop-string handling.
+
+    token_ids:     the ids kept: before the EOS, and up to the token that completed a stop string.
+    text:          `decode(token_ids, stop)`.
+    output_tokens: tokens the model produced for this answer (kept ids, plus the EOS if it ended on one).
+    """
+
+    token_ids: list[int]
+    text: str
+    output_tokens: int
+
+
+class PromptCodec:
+    """Messages -> prompt text -> token ids, and generated ids -> text, for one tokenizer."""
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        use_chat_template: bool | None = None,
+        extra_eos_ids: Iterable[int] = (),
+    ) -> None:
+        has_template = bool(getattr(tokenizer, "chat_template", None))
+        if use_chat_template and not has_template:
+            raise ValueError("use_chat_template=True but the tokenizer has no chat_template")
+        self.tokenizer = tokenizer
+        self._use_template = has_template if use_chat_template is None else use_chat_template
+        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+        self.eos_ids: tuple[int, ...] = tuple(dict.fromkeys([*eos, *extra_eos_ids]))
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str, *, use_chat_template: bool | None = None, trust_remote_code: bool = False
+    ) -> PromptCodec:
+        """Load the tokenizer at `path`; EOS ids from generation_config.json count too (Llama 3 has two)."""
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        return cls(tokenizer, use_chat_template, _generation_eos_ids(Path(path)))
+
+    @property
+    def chat_template_used(self) -> bool:
+        return self._use_template
+
+    @property
+    def pad_id(self) -> int:
+        tok = self.tokenizer
+        return int(tok.pad_token_id if tok.pad_token_id is not None else self.eos_ids[0])
+
+    def render(self, messages: Sequence[Message]) -> str:
+        if self._use_template:
+            chat = [{"role": m.role, "content": m.content} for m in messages]
+            text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+            return str(text)
+        return _render_plain(messages)
+
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of a rendered prompt, with BOS exactly once."""
+        bos = self.tokenizer.bos_token
+        # Chat templates usually write BOS themselves; the tokenizer would add a second one.
+        template_has_bos = self._use_template and bool(bos) and text.startswith(bos)
+        if template_has_bos:
+            return list(self.tokenizer.encode(text, add_special_tokens=False))
+        return list(self.tokenizer.encode(text))
+
+    def encode_prompt(self, req: GenerateRequest | ChoiceRequest) -> list[int]:
+        return self.encode_text(self.render(req.messages))
+
+    def encode_choices(self, req: ChoiceRequest) -> list[tuple[list[int], list[int]]]:
+        """(context ids, continuation ids) per choice, split as lm-eval does."""
+        context = self.render(req.messages)
+        return [self._split_choice(context, choice) for choice in req.choices]
+
+    def _split_choice(self, context: str, choice: str) -> tuple[list[int], list[int]]:
+        if not choice:
+            raise ValueError("a choice must be a non-empty string")
+        # Trailing spaces belong to the continuation, so " yes" stays one BPE token (lm-eval).
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            context, choice = context[:-n_spaces], context[-n_spaces:] + choice
+        ctx_ids = self.encode_text(context)
+        whole = self.encode_text(context + choice)
+        if whole[: len(ctx_ids)] == ctx_ids and len(whole) > len(ctx_ids):
+            cont_ids = whole[len(ctx_ids) :]
+        else:  # the merge crossed the boundary: encode the two sides apart
+            cont_ids = list(self.tokenizer.encode(choice, add_special_tokens=False))
+        if not cont_ids:
+            raise ValueError(f"choice {choice!r} encodes to no tokens")
+        if not ctx_ids:  # the first continuation token needs something to be conditioned on
+            bos = self.tokenizer.bos_token_id
+            ctx_ids = [int(bos if bos is not None else self.eos_ids[0])]
+        return ctx_ids, cont_ids
+
+    def decode(self, token_ids: Sequence[int], stop: Sequence[str] = ()) -> str:
+        """Text of generated ids: up to the first EOS, special tokens skipped, cut at the first stop."""
+        text = self._decode(self._before_eos(token_ids))
+        return _cut_at_stop(text, stop)[0]
+
+    def finish(self, token_ids: Sequence[int], stop: Sequence[str] = ()) -> Decoded:
+        """Apply EOS and stop handling to raw generated ids the same way on every backend.
+
+        Engines stop on stop strings in slightly different places (or generate past them), so
+        the kept ids are recomputed here: the shortest prefix whose text holds a stop string.
+        """
+        kept = self._before_eos(token_ids)
+        ended_on_eos = len(kept) < len(token_ids)
+        text, hit = _cut_at_stop(self._decode(kept), stop)
+        if hit:
+            kept = kept[: self._first_prefix_with_stop(kept, stop)]
+            ended_on_eos = False
+            text = self.decode(kept, stop)
+        return Decoded(kept, text, len(kept) + int(ended_on_eos))
+
+    def _first_prefix_with_stop(self, ids: list[int], stop: Sequence[str]) -> int:
+        # Binary search: holding a stop string is monotone in the prefix length.
+        lo, hi = 1, len(ids)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if _cut_at_stop(self._decode(ids[:mid]), stop)[1]:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    def _before_eos(self, token_ids: Sequence[int]) -> list[int]:
+        ids = [int(t) for t in token_ids]
+        cut = next((i for i, t in enumerate(ids) if t in self.eos_ids), len(ids))
+        return ids[:cut]
+
+    def _decode(self, ids: list[int]) -> str:
+        # No clean-up of tokenization spaces: it rewrites " ." to "." and the like, so the
+        # text would no longer be what the model generated.
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False))
+
+
+def fit_prompt(prompt_ids: list[int], max_tokens: int, max_model_len: int) -> tuple[list[int], int]:
+    """Left-truncate a prompt so prompt + answer fit the context window (lm-eval does the same)."""
+    max_tokens = max(1, min(max_tokens, max_model_len // 2))
+    room = max_model_len - max_tokens
+    return prompt_ids[-room:], max_tokens
+
+
+def choice_sequence(ctx: list[int], cont: list[int], max_model_len: int) -> list[int]:
+    """Context + continuation, left-truncated to the window; the last len(cont) ids are scored."""
+    seq = ctx + cont
+    limit = max_model_len - 1  # vLLM generates one token after the prompt
+    if len(cont) >= limit:
+        raise ValueError(f"a choice of {len(cont)} tokens does not fit max_model_len={max_model_len}")
+    return seq[-limit:]
+
+
+def _render_plain(messages: Sequence[Message]) -> str:
+    system = [m.content for m in messages if m.role == "system"]
+    turns = [m for m in messages if m.role != "system"]
+    head = "".join(f"{s}\n\n" for s in system)
+    if len(turns) == 1 and turns[0].role == "user":
+        return head + turns[0].content
+    body = "".join(f"{m.role.capitalize()}: {m.content}\n\n" for m in turns)
+    return head + body + "Assistant:"
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    hits = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    return (text[: min(hits)], True) if hits else (text, False)
+
+
+def _generation_eos_ids(path: Path) -> list[int]:
+    """EOS ids from generation_config.json when present (an int or a list)."""
+    config = path / "generation_config.json"
+    if not config.is_file():
+        return []
+    eos: Any = json.loads(config.read_text()).get("eos_token_id")
+    if eos is None:
+        return []
+    return [int(e) for e in (eos if isinstance(eos, list) else [eos])]
