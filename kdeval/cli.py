@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kdeval import __version__
+from kdeval.distill.cli import add_parsers as add_distill_parsers
 from kdeval.errors import UserError
 from kdeval.gate.cli import add_parsers as add_gate_parsers
 
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=None, metavar="FILE", help="default: report.md beside the results"
     )
     add_gate_parsers(sub)
+    add_distill_parsers(sub)
     return parser
 
 
@@ -164,6 +166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_suites()
         if args.command == "compare":
             return cmd_compare(args, argv)
+        if args.command == "distill":
+            from kdeval.distill.cli import run as run_distill_cli
+
+            return run_distill_cli(args)
         if args.command in ("gate", "leaderboard"):
             from kdeval.gate.cli import run as run_gate_cli
 

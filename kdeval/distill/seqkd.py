@@ -1,0 +1,104 @@
+"""Sequence-level KD, stage 1: the teacher answers the training prompts (stage 2 is plain SFT).
+
+Generation goes through kdeval's backend layer, the same code `compare` evaluates with (vLLM where
+available), greedy by default. Each answer is appended to a JSONL cache as soon as it is done,
+keyed by the teacher's fingerprint, the prompt and the generation settings, so stage 2, a re-run
+and a run resumed after a crash reuse every answer already written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from kdeval.backends.base import GenerationSettings
+from kdeval.config import digest, model_fingerprint
+from kdeval.distill.config import DistillConfig
+from kdeval.distill.data import PromptRecord
+from kdeval.tasks import GenerateRequest, Output
+
+
+def generation_settings(cfg: DistillConfig) -> GenerationSettings:
+    return GenerationSettings(
+        temperature=0.0, seed=cfg.seed, max_model_len=max(cfg.max_len, 2 * cfg.teacher_max_tokens)
+    )
+
+
+def teacher_responses(
+    cfg: DistillConfig, records: Sequence[PromptRecord], *, progress: bool = True
+) -> list[PromptRecord]:
+    """`records` with `response` replaced by the teacher's answer (generated, or from the cache)."""
+    assert cfg.teacher is not None
+    settings = generation_settings(cfg)
+    scope = {
+        "teacher": model_fingerprint(cfg.teacher),
+        "settings": settings.__dict__,
+        "max_tokens": cfg.teacher_max_tokens,
+        "chat": cfg.use_chat_template,
+    }
+    keys = [digest({**scope, "messages": [(m.role, m.content) for m in r.messages]}) for r in records]
+    path = cfg.responses_path()
+    cached = read_cache(path)
+    todo = [i for i, k in enumerate(keys) if k not in cached]
+    if todo:
+        _generate(cfg, settings, [records[i] for i in todo], [keys[i] for i in todo], path, cached, progress)
+    return [replace(r, response=cached[k]) for r, k in zip(records, keys, strict=True)]
+
+
+def read_cache(path: Path) -> dict[str, str]:
+    """key -> response from the cache file (lines cut short by a crash are skipped)."""
+    out: dict[str, str] = {}
+    if not path.is_file():
+        return out
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+            out[row["key"]] = row["response"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    return out
+
+
+def _generate(
+    cfg: DistillConfig,
+    settings: GenerationSettings,
+    records: Sequence[PromptRecord],
+    keys: Sequence[str],
+    path: Path,
+    cached: dict[str, str],
+    progress: bool,
+) -> None:
+    import sys
+
+    from tqdm import tqdm
+
+    from kdeval.backends import load_backend, vllm_available
+
+    assert cfg.teacher is not None
+    requests = [GenerateRequest(messages=r.messages, max_tokens=cfg.teacher_max_tokens) for r in records]
+    kind = cfg.teacher_backend or ("vllm" if vllm_available() else "hf")
+    backend = load_backend(
+        kind,
+        cfg.teacher,
+        settings,
+        use_chat_template=cfg.use_chat_template,
+        trust_remote_code=cfg.trust_remote_code,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=len(requests), desc="teacher answers", unit="req", disable=not progress, file=sys.stderr)
+    try:
+        with path.open("a", encoding="utf-8") as fh:
+
+            def done(i: int, output: Output) -> None:
+                row = {"key": keys[i], "id": records[i].id, "response": output.text}
+                fh.write(json.dumps(row) + "\n")
+                fh.flush()
+                cached[keys[i]] = output.text
+                bar.update(1)
+
+            backend.run(requests, done)
+    finally:
+        bar.close()
+        backend.close()

@@ -1,0 +1,160 @@
+"""Everything a run needs before its first step: data, student, teacher source, vocabulary guard.
+
+All checks that can fail because of the user's input (files, tokenizers, vocabularies, missing
+responses) run here, before any training step, so a bad run stops in seconds with one line.
+"""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kdeval.distill.config import TOKEN_METHODS, DistillConfig
+from kdeval.distill.data import (
+    TokenizedExample,
+    collate,
+    fingerprint,
+    read_records,
+    require_responses,
+    tokenize,
+)
+from kdeval.distill.losses import LossSpec
+from kdeval.distill.models import check_head, load_model, load_tokenizer, vocab_size
+from kdeval.distill.objective import DenseTeacher, Objective, TeacherSource
+from kdeval.distill.topk import FORMAT, build_cache, open_cache
+from kdeval.errors import UserError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from kdeval.backends.prompting import PromptCodec
+
+
+@dataclass
+class Setup:
+    spec: LossSpec
+    student: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    codec: PromptCodec
+    pad_id: int
+    train: list[TokenizedExample]
+    valid: list[TokenizedExample]
+    objective: Objective
+
+
+def loss_spec(cfg: DistillConfig) -> LossSpec:
+    method = "sft" if cfg.method == "seqkd" else cfg.method
+    return LossSpec(method, cfg.temperature, cfg.alpha, cfg.beta, cfg.skew)
+
+
+def check_inputs(cfg: DistillConfig) -> None:
+    """Paths first: a typo should cost a second, not a model load."""
+    from kdeval.config import ModelSpec, check_model_path
+
+    for role in ("student", "teacher"):
+        path = getattr(cfg, role)
+        if path is not None:
+            check_model_path(ModelSpec(name=role, path=path))
+    for flag, path in (("--train", cfg.train), ("--valid", cfg.valid)):
+        if path is not None and not Path(path).is_file():
+            raise UserError("data file not found", where=path, fix=f"check the path given to {flag}")
+
+
+def prepare(cfg: DistillConfig, *, progress: bool = True) -> Setup:
+    from kdeval.backends.prompting import PromptCodec
+
+    check_inputs(cfg)
+    tokenizer = load_tokenizer(cfg.student, trust_remote_code=cfg.trust_remote_code)
+    codec = PromptCodec(tokenizer, cfg.use_chat_template)
+    train = tokenize(_train_records(cfg, progress), codec, cfg.max_len)
+    valid: list[TokenizedExample] = []
+    if cfg.valid:
+        records = read_records(Path(cfg.valid))
+        require_responses(records, "validation")
+        valid = tokenize(records, codec, cfg.max_len)
+    student = load_model(cfg.student, trust_remote_code=cfg.trust_remote_code)
+    spec = loss_spec(cfg)
+    vocab, teacher = _teacher_source(cfg, tokenizer, student, train, codec.pad_id, progress)
+    check_head(student, collate(train[:1], codec.pad_id), vocab)
+    objective = Objective(spec, student, vocab, cfg.chunk_size, teacher)
+    return Setup(spec, student, tokenizer, codec, codec.pad_id, train, valid, objective)
+
+
+def _train_records(cfg: DistillConfig, progress: bool) -> list[Any]:
+    records = read_records(Path(cfg.train))
+    if cfg.method == "seqkd":
+        from kdeval.distill.seqkd import teacher_responses
+
+        return teacher_responses(cfg, records, progress=progress)
+    require_responses(records, cfg.method)
+    return records
+
+
+def _teacher_source(
+    cfg: DistillConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    student: PreTrainedModel,
+    train: list[TokenizedExample],
+    pad_id: int,
+    progress: bool,
+) -> tuple[int, TeacherSource | None]:
+    """(real vocabulary size, teacher source) after the vocabulary guard."""
+    if cfg.method not in TOKEN_METHODS or cfg.teacher is None:
+        return vocab_size(tokenizer, student), None
+    teacher_tok = load_tokenizer(cfg.teacher, trust_remote_code=cfg.trust_remote_code)
+    if cfg.topk is None:
+        teacher = load_model(cfg.teacher, trust_remote_code=cfg.trust_remote_code)
+        vocab = vocab_size(tokenizer, student, teacher_tok, teacher, cfg.teacher)
+        check_head(teacher, collate(train[:1], pad_id), vocab)
+        return vocab, DenseTeacher(teacher, vocab, cfg.temperature)
+    vocab = vocab_size(tokenizer, student, teacher_tok, None, cfg.teacher)
+    return vocab, _topk_cache(cfg, tokenizer, student, train, vocab, pad_id, progress)
+
+
+def _topk_cache(
+    cfg: DistillConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    student: PreTrainedModel,
+    train: list[TokenizedExample],
+    vocab: int,
+    pad_id: int,
+    progress: bool,
+) -> TeacherSource:
+    """Reuse the cache when it was built for this teacher, data, k, T and vocabulary; else build it."""
+    from kdeval.config import model_fingerprint
+
+    assert cfg.teacher is not None and cfg.topk is not None
+    identity = {
+        "format": FORMAT,
+        "k": cfg.topk,
+        "temperature": cfg.temperature,
+        "vocab": vocab,
+        "data": fingerprint(train),
+        "teacher": model_fingerprint(cfg.teacher),
+    }
+    folder = cfg.topk_dir()
+    cache = open_cache(folder, identity)
+    if cache is not None:
+        return cache
+    teacher = load_model(cfg.teacher, trust_remote_code=cfg.trust_remote_code)
+    # The tokenizers already matched; this checks the teacher's output layer covers the vocabulary.
+    vocab_size(tokenizer, student, tokenizer, teacher, cfg.teacher)
+    check_head(teacher, collate(train[:1], pad_id), vocab)
+    bar = _bar(len(train), progress)
+    cache = build_cache(
+        teacher, train, folder, identity, pad_id=pad_id, chunk_size=cfg.chunk_size, progress=bar.update
+    )
+    bar.close()
+    del teacher  # training never needs it again: its memory goes back before the student trains
+    gc.collect()
+    return cache
+
+
+def _bar(total: int, enabled: bool) -> Any:
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="teacher top-k", unit="ex", disable=not enabled, file=sys.stderr)

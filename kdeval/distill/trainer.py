@@ -1,0 +1,272 @@
+"""The training loop: AdamW, linear schedule, gradient accumulation, checkpoints and `--resume`.
+
+`train(config)` is the whole job: it reads the data, sets up the teacher source (a dense teacher
+run alongside, or the top-k cache written once), trains the student, and writes OUT as a normal
+Hugging Face model directory plus train_log.jsonl, loss_curve.png, distill_config.yaml and
+distill_summary.json.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from kdeval.datafiles import write_atomic
+from kdeval.distill.checkpoint import (
+    CHECKPOINTS,
+    Position,
+    epoch_order,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from kdeval.distill.config import CONFIG_FILE, DistillConfig
+from kdeval.distill.data import TokenizedExample, collate
+from kdeval.distill.outputs import CURVE, TrainLog, plot_curve, read_summary, write_summary
+from kdeval.distill.setup import Setup, prepare
+from kdeval.errors import UserError
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+#: Called after each optimizer step with (step, loss); raising from it stops the run (tests use
+#: this to simulate a crash between checkpoints).
+StepHook = Callable[[int, float], None]
+#: Settings that may change between a run and its resumption without changing its result.
+_RESUMABLE = ("checkpoint_every", "keep_checkpoints")
+#: Teacher caches a fresh run may find in OUT (they check their own validity).
+_CACHES = ("teacher_topk", "teacher_responses.jsonl")
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    steps: int
+    final_loss: float
+    tokens: int  # valid target (response) tokens trained on, all epochs
+    seconds: float  # training loop time, excluding loading and the top-k cache
+    resumed_from: int | None = None  # the checkpoint's step when resumed
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def train(
+    cfg: DistillConfig, *, resume: bool = False, progress: bool = True, on_step: StepHook | None = None
+) -> TrainResult:
+    """Train the student as `cfg` says; with `resume`, continue from OUT's last checkpoint."""
+    out = cfg.out_dir
+    done = _check_out(out, cfg, resume)
+    if done is not None:
+        return done
+    torch.manual_seed(cfg.seed)
+    run = prepare(cfg, progress=progress)
+    optimizer, scheduler, total = _optimizer(cfg, run)
+    position, resumed_from = Position(), None
+    checkpoints = list_checkpoints(out) if resume else []
+    if checkpoints:
+        position = load_checkpoint(checkpoints[-1], run.student, optimizer, scheduler)
+        resumed_from = position.global_step
+    log = TrainLog(out)
+    log.rewind(position.global_step)
+    write_atomic(out / CONFIG_FILE, cfg.to_yaml())
+    last = _loop(cfg, run, optimizer, scheduler, total, position, log, progress, on_step)
+    return _finish(cfg, run, position, log, last, resumed_from)
+
+
+def _check_out(out: Path, cfg: DistillConfig, resume: bool) -> TrainResult | None:
+    """Refuse to mix runs in one folder; a finished run asked to resume is returned as is."""
+    if not resume:
+        if out.exists() and any(p.name not in _CACHES for p in out.iterdir()):
+            raise UserError(
+                "output folder is not empty",
+                where=str(out),
+                fix="pass --resume to continue it, or a new --out",
+            )
+        return None
+    saved = out / CONFIG_FILE
+    if saved.is_file():
+        import yaml
+
+        old = yaml.safe_load(saved.read_text())
+        new = cfg.model_dump(mode="json")
+        diff = [k for k in new if k not in _RESUMABLE and old.get(k) != new[k]]
+        if diff:
+            raise UserError(
+                f"--resume with different settings ({', '.join(diff)})",
+                where=str(saved),
+                fix="resume with the settings of the interrupted run, or train into a new --out",
+            )
+    summary = read_summary(out)
+    if summary is None:
+        return None
+    return TrainResult(out, summary["steps"], summary["final_loss"], summary["tokens"], summary["seconds"])
+
+
+def _optimizer(cfg: DistillConfig, run: Setup) -> tuple[torch.optim.Optimizer, Any, int]:
+    """AdamW with linear warm-up and linear decay to zero (the Hugging Face default schedule)."""
+    per_epoch = math.ceil(math.ceil(len(run.train) / cfg.batch_size) / cfg.grad_accum)
+    total = per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, per_epoch * cfg.epochs)
+    warmup = math.ceil(cfg.warmup_ratio * total)
+    optimizer = torch.optim.AdamW(run.student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor), total
+
+
+def _loop(
+    cfg: DistillConfig,
+    run: Setup,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    total: int,
+    position: Position,
+    log: TrainLog,
+    progress: bool,
+    on_step: StepHook | None,
+) -> float:
+    """Train from `position` to the end; returns the last step's loss."""
+    bar = _bar(total, position.global_step, progress)
+    last = math.nan
+    run.student.train()
+    while position.epoch < cfg.epochs and position.global_step < total:
+        order = epoch_order(len(run.train), cfg.seed, position.epoch)
+        micro = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+        steps = [micro[i : i + cfg.grad_accum] for i in range(0, len(micro), cfg.grad_accum)]
+        for s in range(position.step_in_epoch, len(steps)):
+            if position.global_step >= total:
+                break
+            started = time.perf_counter()
+            stats = _step(cfg, run, optimizer, scheduler, steps[s])
+            position.seconds += time.perf_counter() - started
+            position.global_step, position.step_in_epoch = position.global_step + 1, s + 1
+            position.tokens += stats["tokens"]
+            last = stats["loss"]
+            log.append(
+                {
+                    "kind": "train",
+                    "step": position.global_step,
+                    "epoch": position.epoch,
+                    **stats,
+                    "seconds": round(position.seconds, 3),
+                }
+            )
+            bar.set_postfix(loss=f"{last:.4f}", tok_s=f"{position.tokens / max(position.seconds, 1e-9):.0f}")
+            bar.update(1)
+            if cfg.checkpoint_every and position.global_step % cfg.checkpoint_every == 0:
+                save_checkpoint(cfg.out_dir, position, run.student, optimizer, scheduler)
+            if on_step is not None:
+                on_step(position.global_step, last)
+        if position.step_in_epoch >= len(steps):
+            position.epoch, position.step_in_epoch = position.epoch + 1, 0
+        if position.global_step < total:  # the final evaluation is _finish's
+            _validate(cfg, run, position, log)
+    bar.close()
+    return last
+
+
+def _step(
+    cfg: DistillConfig, run: Setup, optimizer: torch.optim.Optimizer, scheduler: Any, micro: list[list[int]]
+) -> dict[str, Any]:
+    sums, n_tokens = accumulate(run, micro)
+    if cfg.max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(run.student.parameters(), cfg.max_grad_norm)
+    lr = scheduler.get_last_lr()[0]
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    n = max(n_tokens, 1)
+    loss = float(run.spec.combine(sums, n))
+    return {"loss": loss, "ce": float(sums[0]) / n, "div": float(sums[1]) / n, "lr": lr, "tokens": n_tokens}
+
+
+def accumulate(run: Setup, micro: Sequence[Sequence[int]]) -> tuple[torch.Tensor, int]:
+    """Backward over the micro-batches of one optimizer step; returns ([CE, div] sums, tokens).
+
+    Each micro-batch's loss sum is divided by the valid tokens of the whole step, so the
+    accumulated gradient is the per-token mean over the step however it is split: two
+    micro-batches of one example give the gradient of one micro-batch of two.
+    """
+    batches = [collate([run.train[i] for i in ids], run.pad_id) for ids in micro]
+    n_tokens = sum(b.n_targets for b in batches)
+    sums = torch.zeros(2)
+    for ids, batch in zip(micro, batches, strict=True):
+        part = run.objective.loss_sums(batch, ids)
+        run.spec.combine(part, max(n_tokens, 1)).backward()
+        sums += part.detach().cpu()
+    return sums, n_tokens
+
+
+def _validate(cfg: DistillConfig, run: Setup, position: Position, log: TrainLog) -> None:
+    """CE of the student on the validation responses: one number comparable across methods."""
+    if not run.valid:
+        return
+    ce, n = evaluate_ce(run, run.valid, max(cfg.batch_size, 8))
+    log.append({"kind": "valid", "step": position.global_step, "epoch": position.epoch, "valid_ce": ce / n})
+    run.student.train()
+
+
+def evaluate_ce(run: Setup, examples: Sequence[TokenizedExample], batch_size: int) -> tuple[float, int]:
+    """(summed CE, tokens) of the student on `examples`' response tokens."""
+    run.student.eval()
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(examples), batch_size):
+            batch = collate(examples[i : i + batch_size], run.pad_id)
+            total += float(run.objective.loss_sums(batch, [], ce_only=True)[0])
+            n += batch.n_targets
+    return total, n
+
+
+def _finish(
+    cfg: DistillConfig, run: Setup, position: Position, log: TrainLog, last: float, resumed_from: int | None
+) -> TrainResult:
+    out = cfg.out_dir
+    if math.isnan(last):  # resumed at the very end: take the loss from the log
+        last = next((r["loss"] for r in reversed(list(log.records())) if r.get("kind") == "train"), math.nan)
+    _validate(cfg, run, position, log)
+    run.student.save_pretrained(out, safe_serialization=True)
+    run.tokenizer.save_pretrained(out)
+    plot_curve(log, out / CURVE, f"{cfg.method}: {Path(cfg.student).name}")
+    result = TrainResult(out, position.global_step, last, position.tokens, position.seconds, resumed_from)
+    write_summary(
+        out,
+        {
+            "steps": result.steps,
+            "final_loss": last,
+            "tokens": result.tokens,
+            "seconds": result.seconds,
+            "tokens_per_s": result.tokens_per_s,
+            "method": cfg.method,
+        },
+    )
+    if not cfg.keep_checkpoints:
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+    return result
+
+
+def _bar(total: int, initial: int, enabled: bool) -> tqdm[Any]:
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc="distill",
+        unit="step",
+        disable=not enabled,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
