@@ -49,7 +49,8 @@ class Catalog:
             pool = [self.suites[s] for s in suites] if suites else list(self.suites.values())
             chosen = [t.name for s in pool for t in s.tasks if t.offline]
         chosen += [d for d in data_tasks if d not in chosen]
-        return [known[n] for n in chosen]
+        order = list(known)  # suites in catalog order, tasks in suite order
+        return [known[n] for n in sorted(chosen, key=order.index)]
 
 
 def load_catalog() -> Catalog:

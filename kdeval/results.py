@@ -164,14 +164,16 @@ def _summaries(r: RunResult) -> list[SummaryRow]:
 
 
 def ratios(
-    teacher: float | None, baseline: float | None, distilled: float | None
+    teacher: float | None, baseline: float | None, distilled: float | None, *, has_teacher: bool = True
 ) -> tuple[float | None, float | None, list[str]]:
     """Retention = distilled/teacher; gap closed = (distilled-baseline)/(teacher-baseline).
 
     >>> ratios(80.0, 60.0, 75.0)
     (0.9375, 0.75, [])
-    >>> ratios(None, 60.0, 75.0)
+    >>> ratios(None, 60.0, 75.0, has_teacher=False)
     (None, None, ['no-teacher'])
+    >>> ratios(None, 60.0, 75.0)  # a teacher ran but has no score (e.g. no references)
+    (None, None, ['teacher-unscored'])
     >>> ratios(70.0, 70.0, 75.0)[1:]
     (None, ['zero-gap'])
     """
@@ -179,7 +181,7 @@ def ratios(
     if distilled is None:
         return None, None, ["no-distilled"]
     if teacher is None:
-        return None, None, ["no-teacher"]
+        return None, None, ["teacher-unscored" if has_teacher else "no-teacher"]
     retention = distilled / teacher if teacher != 0 else None
     if teacher == 0:
         notes.append("zero-teacher")
@@ -215,7 +217,7 @@ def _comparisons(r: RunResult) -> list[Comparison]:
             def get(m: str, task: dict[str, Any] = task, metric: str = metric) -> float | None:
                 return r.value(m, task["name"], metric)
 
-            ret, gap, notes = ratios(val(t, get), val(b, get), val(d, get))
+            ret, gap, notes = ratios(val(t, get), val(b, get), val(d, get), has_teacher=t is not None)
             out.append(Comparison("task", task["name"], metric, ret, gap, agree([task["name"]]), notes))
     for scope in ("family", "overall"):
         names = sorted({s.name for s in r.summary if s.scope == scope}, key=_family_order(r))
@@ -227,7 +229,7 @@ def _comparisons(r: RunResult) -> list[Comparison]:
                 )
 
             tasks = [x["name"] for x in r.tasks if scope == "overall" or x["family"] == name]
-            ret, gap, notes = ratios(val(t, sget), val(b, sget), val(d, sget))
+            ret, gap, notes = ratios(val(t, sget), val(b, sget), val(d, sget), has_teacher=t is not None)
             out.append(Comparison(scope, name, "primary", ret, gap, agree(tasks), notes))
     return out
 

@@ -8,6 +8,8 @@ from kdeval.results import Comparison, RunResult
 FOOTNOTES = {
     "no-teacher": "no teacher in this run, so retention and gap closed cannot be computed",
     "no-distilled": "no distilled student in this run",
+    "teacher-unscored": "the teacher has no score here: without references, students are scored against "
+    "the teacher's own answers",
     "no-baseline": "no baseline in this run, so the gap closed cannot be computed",
     "zero-gap": "teacher and baseline score the same here (zero gap), so the gap closed is undefined",
     "zero-teacher": "the teacher scores 0 here, so retention is undefined",
@@ -76,11 +78,14 @@ def _pct(x: float | None, notes: list[str], used: list[str], keys: tuple[str, ..
     return "—" + (f" [{','.join(marks)}]" if marks else "")
 
 
+_NO_TEACHER = ("no-teacher", "teacher-unscored", "no-distilled")
+
+
 def _ratio_cells(c: Comparison, used: list[str]) -> list[str]:
     agree_notes = [] if c.agreement is not None else ["no-agreement"]
     return [
-        _pct(c.retention, c.notes, used, ("no-teacher", "no-distilled", "zero-teacher")),
-        _pct(c.gap_closed, c.notes, used, ("no-teacher", "no-distilled", "no-baseline", "zero-gap")),
+        _pct(c.retention, c.notes, used, (*_NO_TEACHER, "zero-teacher")),
+        _pct(c.gap_closed, c.notes, used, (*_NO_TEACHER, "no-baseline", "zero-gap")),
         _pct(c.agreement, agree_notes, used, ("no-agreement",)),
     ]
 

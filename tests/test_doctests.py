@@ -1,0 +1,14 @@
+"""The examples in core docstrings run (metrics and gate modules have their own)."""
+
+import doctest
+
+import pytest
+
+import kdeval.errors
+import kdeval.results
+
+
+@pytest.mark.parametrize("module", [kdeval.errors, kdeval.results])
+def test_doctests(module: object) -> None:
+    result = doctest.testmod(module)  # type: ignore[arg-type]
+    assert result.attempted > 0 and result.failed == 0
