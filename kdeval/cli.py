@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from kdeval import __version__
 from kdeval.distill.cli import add_parsers as add_distill_parsers
+from kdeval.efficiency.bench import add_parser as add_bench_parser
 from kdeval.errors import UserError
 from kdeval.gate.cli import add_parsers as add_gate_parsers
 
@@ -45,6 +46,9 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chat-template", choices=["auto", "on", "off"], default="auto")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument(
+        "--no-efficiency", action="store_true", help="skip the cost phase (latency, throughput, memory)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("suites", help="list every suite and task")
     _compare_parser(sub)
+    add_bench_parser(sub)
     r = sub.add_parser("report", help="re-render the report from stored results (no model runs)")
     r.add_argument("results", type=Path, metavar="DIR/results.json")
     r.add_argument(
@@ -124,6 +129,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
 
 def cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
     from kdeval.compare import compare
+    from kdeval.efficiency.bench import BenchConfig
     from kdeval.plugins import load_catalog
     from kdeval.report.markdown import render
 
@@ -134,7 +140,12 @@ def cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
             print(msg, file=sys.stderr, flush=True)
 
     result = compare(
-        spec, load_catalog(), argv=["kdeval", *argv], log=log, progress=None if args.quiet else _tqdm_progress
+        spec,
+        load_catalog(),
+        argv=["kdeval", *argv],
+        log=log,
+        progress=None if args.quiet else _tqdm_progress,
+        efficiency=None if args.no_efficiency else BenchConfig(),
     )
     print(render(result))
     print(
@@ -166,6 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_suites()
         if args.command == "compare":
             return cmd_compare(args, argv)
+        if args.command == "bench":
+            from kdeval.efficiency.bench import run as run_bench
+
+            return run_bench(args)
         if args.command == "distill":
             from kdeval.distill.cli import run as run_distill_cli
 

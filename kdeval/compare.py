@@ -6,12 +6,14 @@ import datetime as dt
 import os
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kdeval import __version__
 from kdeval.aggregate import aggregate
 from kdeval.config import RunSpec
 from kdeval.datafiles import write_atomic
 from kdeval.plugins import Catalog
+from kdeval.report.cost import PLOT_NAME, write_plot
 from kdeval.report.markdown import render
 from kdeval.results import RunResult, derive
 from kdeval.runner import (
@@ -28,6 +30,9 @@ from kdeval.runner import (
 )
 from kdeval.store import Store
 
+if TYPE_CHECKING:
+    from kdeval.efficiency.bench import BenchConfig
+
 
 def compare(
     spec: RunSpec,
@@ -37,13 +42,14 @@ def compare(
     log: Log,
     progress: Progress | None = None,
     make_backend: BackendFactory = default_backend_factory,
+    efficiency: BenchConfig | None = None,
 ) -> RunResult:
     check_models(spec)
     tasks = load_tasks(spec, catalog)  # every input error surfaces here, before anything is written
     out = spec.out
     out.mkdir(parents=True, exist_ok=True)
     # An older results.json must not pass for this run's if this run dies half-way.
-    for name in ("results.json", "report.md"):
+    for name in ("results.json", "report.md", PLOT_NAME):
         (out / name).unlink(missing_ok=True)
     store = Store(store_path(out))
     try:
@@ -64,7 +70,13 @@ def compare(
         commit=_commit(),
     )
     derive(result)
-    result.write(out / "results.json")
+    result.write(out / "results.json")  # the quality results are safe before the cost phase starts
+    if efficiency is not None:
+        from kdeval.efficiency.bench import measure_run
+
+        result.efficiency = measure_run(spec, tasks, log, efficiency)
+        result.write(out / "results.json")
+    write_plot(result, out)
     write_atomic(out / "report.md", render(result))
     return result
 
@@ -74,7 +86,9 @@ def rerender(results_path: Path, out: Path | None = None) -> str:
     result = RunResult.read(results_path)
     derive(result)
     text = render(result)
-    write_atomic(out or results_path.with_name("report.md"), text)
+    target = out or results_path.with_name("report.md")
+    write_plot(result, target.parent)  # beside the report, where its link points
+    write_atomic(target, text)
     return text
 
 

@@ -54,6 +54,7 @@ def test_three_models_five_suites_on_vllm(
         "vllm",
         "--limit",
         "12",
+        "--no-efficiency",
         "--out",
         str(out),
     )
@@ -105,6 +106,7 @@ def test_vllm_and_hf_agree(tiny_model_dir: Path, tmp_path: Path) -> None:
             "qa_synth",
             "--task",
             "chat_synth",
+            "--no-efficiency",
             "--out",
             str(out),
         )
@@ -136,6 +138,7 @@ def test_kill_9_then_resume_equals_uninterrupted(
         "--batch-size",
         "4",
         *("--task", "nli_synth", "--task", "qa_synth", "--task", "chat_synth"),
+        "--no-efficiency",
     ]
     out = tmp_path / "killed"
     proc = subprocess.Popen(

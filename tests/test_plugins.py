@@ -72,6 +72,7 @@ def test_installed_plugin_runs_in_compare(plugin_path: Path, tiny_model_dir: Pat
         "echo",
         "--backend",
         "hf",
+        "--no-efficiency",
         "--out",
         str(out),
     )

@@ -3,6 +3,7 @@ gap closed and agreement of the distilled student against the teacher."""
 
 from __future__ import annotations
 
+from kdeval.report.cost import render_section as cost_section
 from kdeval.results import Comparison, RunResult
 
 FOOTNOTES = {
@@ -37,6 +38,7 @@ def render(r: RunResult) -> str:
     ]
     if used:
         lines += [f"[{i + 1}] {FOOTNOTES[k]}" for i, k in enumerate(used)] + [""]
+    lines += [cost_section(r)]
     lines += ["## Models", "", _models_table(r), "", "## Tasks", "", _tasks_table(r), ""]
     return "\n".join(lines)
 

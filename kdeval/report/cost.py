@@ -1,0 +1,319 @@
+"""The cost side of the report: each model's measured figures, the distilled student's ratios
+against the teacher and the baseline, the case-study sentence, and a quality-vs-latency plot.
+
+Everything comes from `RunResult.efficiency` and the quality summary, so `kdeval report`
+re-renders stored figures without measuring anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kdeval.results import RunResult
+
+PLOT_NAME = "quality_vs_latency.png"
+_ROLE_ORDER = {"teacher": 0, "baseline": 1, "distilled": 2}
+
+Figures = dict[str, Any]
+
+
+def _get(fig: Figures | None, group: str, key: str) -> float | None:
+    value = (fig or {}).get(group) or {}
+    x = value.get(key) if isinstance(value, dict) else None
+    return float(x) if isinstance(x, int | float) else None
+
+
+def _fmt(x: float | None, spec: str = ".1f") -> str:
+    return "—" if x is None else format(x, spec)
+
+
+def _ordered(r: RunResult) -> list[dict[str, Any]]:
+    return sorted(r.models, key=lambda m: _ROLE_ORDER.get(m["role"], 3))
+
+
+def overall_quality(r: RunResult, model: str) -> float | None:
+    return next((s.value for s in r.summary if (s.model, s.scope) == (model, "overall")), None)
+
+
+def quality_interval(r: RunResult, model: str) -> tuple[float, float] | None:
+    """The 95% interval of the overall quality when it is one task's score; a mean over tasks has
+    no interval in results.json, and an invented one would mislead."""
+    if len(r.tasks) != 1:
+        return None
+    t = r.tasks[0]
+    row = next(
+        (s for s in r.scores if (s.model, s.task, s.metric) == (model, t["name"], t["primary_metric"])), None
+    )
+    if row is None or row.ci_low is None or row.ci_high is None:
+        return None
+    return row.ci_low, row.ci_high
+
+
+# -- ratios ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Ratios:
+    """The distilled student against one reference model; None where a figure is missing."""
+
+    reference: str
+    speedup: float | None  # reference p50 / distilled p50
+    latency_reduction: float | None  # 1 - distilled p50 / reference p50
+    memory_reduction: float | None  # on peak memory
+    weights_reduction: float | None
+    throughput_x: float | None  # output tokens/s, distilled / reference
+    quality_retention: float | None  # overall quality, distilled / reference
+
+
+def _div(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def _less(a: float | None, b: float | None) -> float | None:
+    q = _div(a, b)
+    return None if q is None else 1 - q
+
+
+def ratios(r: RunResult, reference: str, distilled: str) -> Ratios:
+    d, ref = r.efficiency.get(distilled), r.efficiency.get(reference)
+    lat = (_get(d, "latency_ms", "p50"), _get(ref, "latency_ms", "p50"))
+    return Ratios(
+        reference=reference,
+        speedup=_div(lat[1], lat[0]),
+        latency_reduction=_less(*lat),
+        memory_reduction=_less(_get(d, "memory_mib", "peak"), _get(ref, "memory_mib", "peak")),
+        weights_reduction=_less(_get(d, "memory_mib", "weights"), _get(ref, "memory_mib", "weights")),
+        throughput_x=_div(
+            _get(d, "throughput", "output_tokens_per_s"), _get(ref, "throughput", "output_tokens_per_s")
+        ),
+        quality_retention=_div(overall_quality(r, distilled), overall_quality(r, reference)),
+    )
+
+
+def case_study(x: Ratios) -> str | None:
+    """The seed's line, computed: '85% less latency, 95% less memory, 92% of the teacher's quality'."""
+
+    def change(v: float | None, what: str) -> str | None:
+        if v is None:
+            return None
+        return f"{abs(100 * v):.0f}% {'less' if v >= 0 else 'more'} {what}"
+
+    parts = [change(x.latency_reduction, "latency"), change(x.memory_reduction, "memory")]
+    if x.quality_retention is not None:
+        parts.append(f"{100 * x.quality_retention:.0f}% of the {x.reference}'s quality")
+    known = [p for p in parts if p]
+    return ", ".join(known) if known else None
+
+
+# -- tables ------------------------------------------------------------------------------------
+
+_MODEL_HEAD = [
+    "model", "parameters", "weights (MiB)", "peak memory (MiB)", "KV cache (MiB)", "start-up (s)",
+    "latency p50 / p90 / p99 (ms)", "spread over repeats (p50 / tok/s)", "TTFT p50 (ms)", "TPOT p50 (ms)",
+    "requests/s", "output tok/s", "total tok/s", "quality",
+]  # fmt: skip
+
+
+def _spread(fig: Figures) -> str:
+    """(max - min) / median over repeats of latency p50 and output tokens/s; ⚠ when noisy."""
+    reps = fig.get("repeats") or {}
+    cells = []
+    for key in ("latency_p50_ms", "output_tokens_per_s"):
+        s = reps.get(key) or {}
+        cells.append(f"{100 * (s['max'] - s['min']) / s['median']:.0f}%" if s.get("median") else "—")
+    return " / ".join(cells) + (" ⚠" if fig.get("noisy") else "")
+
+
+def _model_row(name: str, fig: Figures | None, quality: float | None) -> list[str]:
+    q = _fmt(quality)
+    if not fig or "error" in fig:
+        cells = ["not measured" if not fig else f"error: {str(fig['error'])[:80]}"] + ["—"] * 11
+        return [name, *cells, q]
+    lat = (
+        "—"
+        if _get(fig, "latency_ms", "p50") is None
+        else " / ".join(_fmt(_get(fig, "latency_ms", k)) for k in ("p50", "p90", "p99"))
+    )
+    params = fig.get("n_params")
+    return [
+        name,
+        f"{params:,}" if isinstance(params, int) else "—",
+        _fmt(_get(fig, "memory_mib", "weights")),
+        _fmt(_get(fig, "memory_mib", "peak")),
+        _fmt(_get(fig, "memory_mib", "kv_cache")),
+        _fmt(fig.get("startup_s")),
+        lat,
+        _spread(fig),
+        _fmt(_get(fig, "ttft_ms", "p50"), ".2f"),
+        _fmt(_get(fig, "tpot_ms", "p50"), ".2f"),
+        _fmt(_get(fig, "throughput", "requests_per_s"), ".2f"),
+        _fmt(_get(fig, "throughput", "output_tokens_per_s")),
+        _fmt(_get(fig, "throughput", "total_tokens_per_s")),
+        q,
+    ]
+
+
+def _table(rows: list[list[str]]) -> str:
+    return "\n".join("| " + " | ".join(row) + " |" for row in [rows[0], ["---"] * len(rows[0]), *rows[1:]])
+
+
+def model_table(r: RunResult, quality: bool = True) -> str:
+    """One row per model; `quality` adds the overall score (absent from `kdeval bench`)."""
+    rows = [_MODEL_HEAD]
+    for m in _ordered(r):
+        rows.append(_model_row(m["name"], r.efficiency.get(m["name"]), overall_quality(r, m["name"])))
+    return _table(rows if quality else [row[:-1] for row in rows])
+
+
+def _pct(x: float | None) -> str:
+    return _fmt(None if x is None else 100 * x) + ("%" if x is not None else "")
+
+
+def _times(x: float | None) -> str:
+    return _fmt(x, ".2f") + ("×" if x is not None else "")
+
+
+def ratio_table(r: RunResult, distilled: str) -> str:
+    rows = [
+        [
+            "distilled vs", "speed-up (p50)", "latency reduction", "memory reduction (peak)",
+            "weights reduction", "throughput × (output tok/s)", "quality (distilled ÷ reference)",
+        ]
+    ]  # fmt: skip
+    for role in ("teacher", "baseline"):
+        ref = r.role(role)
+        x = ratios(r, ref, distilled) if ref else None
+        if x is None:
+            rows.append([f"{role} (not in this run)", *["—"] * 6])
+            continue
+        rows.append(
+            [
+                f"{role} ({ref})" if ref != role else role,
+                _times(x.speedup),
+                _pct(x.latency_reduction),
+                _pct(x.memory_reduction),
+                _pct(x.weights_reduction),
+                _times(x.throughput_x),
+                _pct(x.quality_retention),
+            ]
+        )
+    return _table(rows)
+
+
+# -- the section -------------------------------------------------------------------------------
+
+
+def has_plot(r: RunResult) -> bool:
+    """Whether `write_plot` draws anything (the markdown links the PNG only then)."""
+    import importlib.util
+
+    return bool(_points(r)) and importlib.util.find_spec("matplotlib") is not None
+
+
+def render_section(r: RunResult) -> str:
+    """'## Cost' for report.md."""
+    lines = ["## Cost", ""]
+    if not r.efficiency:
+        return "\n".join(lines + ["Not measured in this run (`--no-efficiency`).", ""])
+    lines += [_method_line(r) + " Quality = overall score from the quality table.", "", model_table(r), ""]
+    d = r.role("distilled")
+    if d and d in r.efficiency:
+        teacher = r.role("teacher")
+        line = case_study(ratios(r, teacher, d)) if teacher else None
+        lines += [ratio_table(r, d), ""]
+        lines += [f"**The distilled student: {line}.**", ""] if line else []
+    if has_plot(r):
+        lines += [
+            f"![quality vs latency]({PLOT_NAME})",
+            "",
+            "Quality against latency p50, one point per model. Horizontal bars: latency p50 min–max "
+            "over repeats; vertical bars: the 95% interval, shown when the run has a single task.",
+            "",
+        ]
+    notes = _notes(r)
+    return "\n".join(lines + [f"- {n}" for n in notes] + ([""] if notes else []))
+
+
+def _method_line(r: RunResult) -> str:
+    fig = next((f for f in r.efficiency.values() if "error" not in f), {})
+    w, v = fig.get("workload") or {}, fig.get("versions") or {}
+    return (
+        f"Measured on {fig.get('device', '?')} with `{fig.get('backend', '?')}` in its own phase: "
+        f"{w.get('latency_requests', '?')} batch-1 requests × {(fig.get('repeats') or {}).get('n', '?')} "
+        f"repeats after {w.get('warmup', '?')} warm-up for latency, {w.get('throughput_requests', '?')} "
+        f"requests at once for throughput, {w.get('output_len', '?')} output tokens per request "
+        f"(EOS ignored). vllm {v.get('vllm') or '—'}, torch {v.get('torch')}, "
+        f"transformers {v.get('transformers')}."
+    )
+
+
+def _notes(r: RunResult) -> list[str]:
+    notes: list[str] = []
+    devices = {f.get("device") for f in r.efficiency.values() if "error" not in f}
+    if len(devices) > 1:
+        notes.append(f"⚠ models were measured on different devices ({', '.join(map(str, devices))})")
+    for name, fig in r.efficiency.items():
+        notes += [f"⚠ {name}: {w}" for w in fig.get("warnings", [])]
+        notes += [n for n in fig.get("notes", []) if n not in notes]
+        load = (fig.get("machine") or {}).get("load_average")
+        if fig.get("noisy") and load:
+            notes.append(
+                f"{name}: load average {load[0]} on {fig['machine'].get('cores')} cores when measured"
+            )
+    return list(dict.fromkeys(notes))
+
+
+def bench_markdown(name: str, fig: Figures) -> str:
+    """`kdeval bench`'s report: one model's row and the notes."""
+    from kdeval.results import RunResult
+
+    r = RunResult("", "", [], {}, [{"name": name, "role": "other"}], [], [], [], efficiency={name: fig})
+    notes = [f"- {n}" for n in _notes(r)]
+    return "\n".join(
+        ["# kdeval bench", "", _method_line(r), "", model_table(r, quality=False), "", *notes, ""]
+    )
+
+
+# -- the plot ----------------------------------------------------------------------------------
+
+
+def _points(r: RunResult) -> list[tuple[str, float, float, tuple[float, float], tuple[float, float] | None]]:
+    """(name, latency p50, quality, latency error (below, above), quality interval) per model."""
+    out = []
+    for m in _ordered(r):
+        fig, q = r.efficiency.get(m["name"]), overall_quality(r, m["name"])
+        p50 = _get(fig, "latency_ms", "p50")
+        if p50 is None or q is None:
+            continue
+        rep = ((fig or {}).get("repeats") or {}).get("latency_p50_ms") or {}
+        err = (max(0.0, p50 - rep.get("min", p50)), max(0.0, rep.get("max", p50) - p50))
+        out.append((m["name"], p50, q, err, quality_interval(r, m["name"])))
+    return out
+
+
+def write_plot(r: RunResult, out_dir: Path) -> Path | None:
+    """DIR/quality_vs_latency.png: one point per model; horizontal bars = latency p50 min–max over
+    repeats, vertical bars = 95% interval of the quality (when results.json has one)."""
+    points = _points(r)
+    if not has_plot(r):
+        return None
+    from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
+
+    fig = Figure(figsize=(6, 4), dpi=120)
+    ax = fig.subplots()
+    for name, x, y, xerr, ci in points:
+        yerr = [[y - ci[0]], [ci[1] - y]] if ci else None
+        ax.errorbar([x], [y], xerr=[[xerr[0]], [xerr[1]]], yerr=yerr, fmt="o", capsize=4, label=name)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 6))
+    ax.set_xlabel("latency p50 per request (ms, batch 1)")
+    ax.set_ylabel("quality (overall, 0–100)")
+    ax.set_title("Quality vs latency")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    path, tmp = out_dir / PLOT_NAME, out_dir / f".{PLOT_NAME}.tmp"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig.savefig(tmp, format="png")
+    tmp.replace(path)  # atomic, like every file kdeval writes
+    return path
