@@ -406,4 +406,6 @@ def test_latency_on_different_devices_is_refused(runs: dict[str, Path], tmp_path
 def test_ci_example_runs_the_gate() -> None:
     workflow = yaml.safe_load((Path(__file__).parent.parent / "docs" / "ci-example.yml").read_text())
     steps = [s.get("run", "") for job in workflow["jobs"].values() for s in job["steps"]]
-    assert any("kdeval compare" in s for s in steps) and any("kdeval gate" in s for s in steps)
+    # gate.yaml's compare: section runs `kdeval compare`: on main to store the run, on PRs to gate it
+    assert any("kdeval gate --config gate.yaml --compare-only" in s for s in steps)
+    assert any("kdeval gate --config gate.yaml --summary-md" in s for s in steps)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,66 @@ def test_assert_gate_outside_fixtures(runs: dict[str, Path]) -> None:
     assert assert_gate(runs["main"], runs["rerun"], "overall:-1pt").exit_code == 0
     with pytest.raises(GateFailed, match=r"FAIL    overall:-1pt: .*significant at alpha = 0.05"):
         assert_gate(runs["main"], runs["worse"], "overall:-1pt")
+
+
+# --- latency through pytest-benchmark (tiny real models, hf backend) ---------------------------
+
+
+def _latency_test(model: Path) -> str:
+    return f"""
+        def test_student_latency(kdeval_latency):
+            latency = kdeval_latency({str(model)!r}, backend="hf", output_len=8, rounds=5, warmup_rounds=1)
+            assert latency.rounds == 5 and latency.output_tokens == 8 and latency.prompt_tokens > 10
+            assert 0 < latency.min_ms <= latency.median_ms <= latency.max_ms
+        """
+
+
+def test_latency_of_a_missing_model_fails_in_one_line(inner: pytest.Pytester) -> None:
+    inner.makepyfile("def test_x(kdeval_latency):\n    kdeval_latency('./no/such/model', backend='hf')\n")
+    result = inner.runpytest("-p", "kdeval.pytest_plugin", "-p", "pytest_benchmark.plugin")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*kdeval: error: model directory for 'model' does not exist: ./no/such/model*"]
+    )
+    assert "Traceback" not in result.stdout.str()
+
+
+@pytest.mark.slow
+def test_latency_fixture_works_with_benchmark_compare_fail(
+    inner: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_model_dir: Path,
+) -> None:
+    import torch
+
+    from kdeval.tinymodels import build_tiny_model
+
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the same for the subprocess below
+    root = tmp_path_factory.mktemp("latency")
+    # ~3.5x the tiny model's batch-1 latency on one CPU thread: far beyond a 10% threshold.
+    bigger = build_tiny_model(root / "bigger", hidden=256, layers=4, heads=8)
+    store = ["-p", "kdeval.pytest_plugin", "-p", "pytest_benchmark.plugin", f"--benchmark-storage={root}"]
+
+    inner.makepyfile(test_latency=_latency_test(tiny_model_dir))
+    inner.runpytest(*store, "--benchmark-autosave").assert_outcomes(passed=1)
+    (saved,) = root.rglob("0001_*.json")
+    bench = json.loads(saved.read_text())["benchmarks"][0]
+    assert bench["group"] == "kdeval latency" and bench["stats"]["rounds"] == 5
+    assert bench["extra_info"] == {
+        "model": str(tiny_model_dir),
+        "backend": "hf",
+        "dtype": "float32",
+        "prompt_tokens": bench["extra_info"]["prompt_tokens"],
+        "output_tokens": 8,
+    }
+
+    # The same test timing a slower checkpoint: pytest-benchmark's comparison fails the session
+    # (it raises from its terminal summary, so it runs in a subprocess, as in CI).
+    inner.makepyfile(test_latency=_latency_test(bigger))
+    compare = ["--benchmark-compare=0001", "--benchmark-compare-fail=median:10%"]
+    slower = inner.runpytest_subprocess(*store, *compare)
+    assert slower.ret != 0
+    output = slower.stdout.str() + slower.stderr.str()
+    assert re.search(r"test_student_latency \(0001_\w*\) - Field 'median' has failed", output), output

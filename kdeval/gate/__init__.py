@@ -1,9 +1,10 @@
 """The regression gate (`kdeval gate`): does a candidate run fall short of a baseline run?
 
 This module holds the runs: loading, choosing the gated model, resolving a rule's scope to
-tasks, and the comparability check. `rules` parses rule strings and gate.yaml, `stats` holds the
-paired tests, `run` evaluates the rules and decides, `render` writes the text, markdown and
-JUnit outputs, `cli` wires `kdeval gate` and `kdeval leaderboard`.
+tasks, and the comparability check. `rules` parses rule strings and gate.yaml, `config` runs
+gate.yaml's `compare:` section (the candidate run), `stats` holds the paired tests, `run`
+evaluates the rules and decides, `render` writes the text, markdown and JUnit outputs, `cli`
+wires `kdeval gate` and `kdeval leaderboard`.
 
 `RunResult.efficiency` holds cost figures per model name, measured in their own phase::
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from kdeval.gate.rules import Rule
 
 # settings that do not change model outputs (batch size, by design) or are hashes of the rest
-_IGNORED_SETTINGS = {"batch_size", "bootstrap_resamples", "settings_hash"}
+IGNORED_SETTINGS = {"batch_size", "bootstrap_resamples", "settings_hash"}
 _TASK_KEYS = ("suite", "version", "data_hash", "prompt_hash", "n_examples")
 
 
@@ -134,7 +135,7 @@ def differences(base: LoadedRun, cand: LoadedRun, ma: str, mb: str, rules: Seque
     a, b = base.result, cand.result
     out = [
         f"setting {k} {a.settings.get(k)!r} vs {b.settings.get(k)!r}"
-        for k in sorted((set(a.settings) | set(b.settings)) - _IGNORED_SETTINGS)
+        for k in sorted((set(a.settings) | set(b.settings)) - IGNORED_SETTINGS)
         if a.settings.get(k) != b.settings.get(k)
     ]
     if not out and a.settings.get("settings_hash") != b.settings.get("settings_hash"):

@@ -39,6 +39,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kdeval.errors import UserError
+from kdeval.gate.config import CompareSection
 from kdeval.metrics import METRICS
 
 Kind = Literal["quality", "ratio", "efficiency"]
@@ -181,7 +182,10 @@ def _bad(text: str, why: str, where: str | None) -> NoReturn:
 
 
 class GateConfig(BaseModel):
-    """A team's standing gate settings (gate.yaml). Unknown keys are errors, not ignored."""
+    """A team's standing gate settings (gate.yaml). Unknown keys are errors, not ignored.
+
+    `baseline_results` and `compare` (see `kdeval.gate.config`) let `kdeval gate --config
+    gate.yaml` run the comparison itself and gate it against the stored baseline run."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -189,12 +193,20 @@ class GateConfig(BaseModel):
     alpha: float = Field(0.05, gt=0, lt=1)
     strict: bool = False
     model: str | None = None
+    baseline_results: Path | None = None
+    compare: CompareSection | None = None
 
 
 @dataclass(frozen=True)
 class LoadedConfig:
+    file: Path
     config: GateConfig
     rules: list[Rule]
+    lines: dict[tuple[str | int, ...], int]
+
+    def where(self, *key: str | int) -> str:
+        """file:line of a key (or of its nearest enclosing key), for error messages."""
+        return f"{self.file}:{_line(self.lines, key)}"
 
 
 def load_config(file: Path) -> LoadedConfig:
@@ -215,32 +227,48 @@ def load_config(file: Path) -> LoadedConfig:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise UserError("expected a mapping of keys (rules, alpha, strict, model)", where=f"{file}:1")
+        keys = ", ".join(GateConfig.model_fields)
+        raise UserError(f"expected a mapping of keys ({keys})", where=f"{file}:1")
     lines = _key_lines(node)
     try:
         config = GateConfig.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        key = ".".join(str(x) for x in loc)
-        what = f"unknown key '{key}'" if err["type"] == "extra_forbidden" else f"{key}: {err['msg']}"
-        raise UserError(
-            what,
-            where=f"{file}:{lines.get(loc[:2], lines.get(loc[:1], 1))}",
-            fix="keys: rules, alpha, strict, model",
-        ) from None
-    rules = [parse_rule(r, where=f"{file}:{lines.get(('rules', i), 1)}") for i, r in enumerate(config.rules)]
-    return LoadedConfig(config, rules)
+        raise _config_error(exc, file, lines) from None
+    rules = [parse_rule(r, where=f"{file}:{_line(lines, ('rules', i))}") for i, r in enumerate(config.rules)]
+    return LoadedConfig(file, config, rules, lines)
 
 
-def _key_lines(node: Any) -> dict[tuple[str | int, ...], int]:
-    """(key,) and ('rules', index) -> 1-based line, from the composed YAML node tree."""
+def _config_error(exc: ValidationError, file: Path, lines: dict[tuple[str | int, ...], int]) -> UserError:
+    """The first validation error as one line at the offending key's line."""
+    err = exc.errors()[0]
+    loc = tuple(x for x in err["loc"] if x != "[key]")  # a bad mapping key: point at the key
+    key = ".".join(str(x) for x in loc)
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    what = f"unknown key '{key}'" if err["type"] == "extra_forbidden" else f"{key}: {msg}"
+    section = CompareSection if loc[:1] == ("compare",) and len(loc) > 1 else GateConfig
+    keys = ", ".join(section.model_fields)
+    fix = f"compare: keys: {keys}" if section is CompareSection else f"keys: {keys}"
+    return UserError(what, where=f"{file}:{_line(lines, loc)}", fix=fix)
+
+
+def _line(lines: dict[tuple[str | int, ...], int], loc: tuple[str | int, ...]) -> int:
+    """The line of the deepest key of `loc` the file has (an unknown key's own line included)."""
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return 1
+
+
+def _key_lines(node: Any, prefix: tuple[str | int, ...] = ()) -> dict[tuple[str | int, ...], int]:
+    """Every key path (('compare', 'models', 'teacher'), ('rules', 0)) -> its 1-based line."""
     lines: dict[tuple[str | int, ...], int] = {}
-    if not isinstance(node, yaml.MappingNode):
+    if isinstance(node, yaml.MappingNode):
+        children = [((*prefix, k.value), k, v) for k, v in node.value]
+    elif isinstance(node, yaml.SequenceNode):
+        children = [((*prefix, i), v, v) for i, v in enumerate(node.value)]
+    else:
         return lines
-    for key, value in node.value:
-        lines[(key.value,)] = key.start_mark.line + 1
-        if isinstance(value, yaml.SequenceNode):
-            for i, item in enumerate(value.value):
-                lines[(key.value, i)] = item.start_mark.line + 1
+    for path, marked, value in children:
+        lines[path] = marked.start_mark.line + 1
+        lines.update(_key_lines(value, path))
     return lines

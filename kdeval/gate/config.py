@@ -1,0 +1,139 @@
+"""gate.yaml's `compare:` section: the gate runs `kdeval compare` itself, so one CI step does all.
+
+    baseline_results: runs/main/results.json   # the stored run to gate against (or --baseline)
+    compare:                                   # makes the candidate run (unless --candidate)
+      models:                                  # name: path; teacher, baseline and distilled
+        teacher: checkpoints/teacher           # are roles, any other name is an extra model
+        distilled: checkpoints/student
+      suites: [qa, math]                       # and/or tasks: [nli_synth]
+      limit: 200
+      backend: hf                              # default: vllm when it imports, else hf
+      out: runs/current                        # results.json and samples/ of the candidate
+      efficiency: true                         # the cost phase; latency/memory rules need it
+
+The other keys are `kdeval compare`'s settings under their RunSpec names (data, seed,
+temperature, top_p, dtype, max_model_len, batch_size, use_chat_template, trust_remote_code).
+Paths are relative to the working directory, as on the command line. The run goes through
+`kdeval.compare.compare` with the installed suites, exactly as `kdeval compare` runs it.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from kdeval.config import ROLES, ModelSpec, RunSpec
+from kdeval.errors import UserError
+
+if TYPE_CHECKING:
+    from kdeval.plugins import Catalog
+    from kdeval.results import RunResult
+    from kdeval.runner import BackendFactory
+
+Log = Callable[[str], None]
+
+
+def _model_name(name: str) -> str:
+    ModelSpec(name=name, path=".")  # the CLI's rule for names, so both accept the same ones
+    return name
+
+
+class CompareSection(BaseModel):
+    """What `kdeval compare` would take as flags; unknown keys are errors, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: dict[Annotated[str, AfterValidator(_model_name)], str] = Field(min_length=1)
+    suites: list[str] = Field(default_factory=list)
+    tasks: list[str] = Field(default_factory=list)
+    data: dict[str, str] = Field(default_factory=dict)
+    backend: Literal["vllm", "hf"] | None = None
+    limit: int | None = Field(None, ge=1)
+    out: Path = Path("runs/current")
+    efficiency: bool = True
+    seed: int = 0
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    dtype: str = "float32"
+    max_model_len: int = Field(2048, ge=1)
+    batch_size: int = Field(16, ge=1)
+    use_chat_template: bool | None = None
+    trust_remote_code: bool = False
+
+    def run_spec(self) -> RunSpec:
+        """The RunSpec `kdeval compare` builds from the equivalent flags."""
+        models = [
+            ModelSpec(name=name, path=path, role=next((r for r in ROLES if r == name), "other"))
+            for name, path in self.models.items()
+        ]
+        settings = self.model_dump(exclude={"models", "backend", "efficiency"})
+        return RunSpec(models=models, backend=self.backend or _default_backend(), **settings)
+
+
+def _default_backend() -> Literal["vllm", "hf"]:
+    from kdeval.backends import vllm_available
+
+    return "vllm" if vllm_available() else "hf"
+
+
+def precheck(spec: RunSpec, baseline: RunResult, model: str | None, where: str) -> None:
+    """Refuse, before any model runs, a compare whose run the gate would refuse afterwards."""
+    names = [m.name for m in spec.models]
+    if model is not None and model not in names:
+        raise UserError(f"model '{model}' is not in compare.models ({', '.join(names)})", where=where)
+    if model is None and "distilled" not in names and len(names) != 1:
+        raise UserError(
+            f"no 'distilled' model among compare.models ({', '.join(names)})",
+            where=where,
+            fix="name the gated model 'distilled', or set model: NAME",
+        )
+    from kdeval.gate import IGNORED_SETTINGS
+
+    # Only keys the baseline recorded and RunSpec has: what compare would record differently.
+    differ = [
+        f"setting {key} {value!r} (baseline) vs {getattr(spec, key)!r} (compare:)"
+        for key, value in sorted(baseline.settings.items())
+        if key not in IGNORED_SETTINGS and hasattr(spec, key) and getattr(spec, key) != value
+    ]
+    if differ:
+        raise UserError(
+            "compare: would make a run the baseline cannot be compared with: " + "; ".join(differ),
+            where=where,
+            fix="use the settings the baseline run was made with",
+        )
+
+
+def run_compare(
+    spec: RunSpec,
+    *,
+    efficiency: bool,
+    argv: list[str],
+    log: Log,
+    catalog: Catalog | None = None,
+    make_backend: BackendFactory | None = None,
+) -> Path:
+    """Run the comparison as `kdeval compare` would; returns the path of its results.json."""
+    from kdeval.compare import compare
+    from kdeval.efficiency.bench import BenchConfig
+    from kdeval.plugins import load_catalog
+    from kdeval.runner import default_backend_factory
+
+    try:
+        compare(
+            spec,
+            catalog or load_catalog(),
+            argv=argv,
+            log=log,
+            make_backend=make_backend or default_backend_factory,
+            efficiency=BenchConfig() if efficiency else None,
+        )
+    except (RuntimeError, OSError, ValueError) as exc:
+        # A crash is not a regression: exit 2 (unusable input) with the cause, never exit 1.
+        log(traceback.format_exc().rstrip())
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UserError(f"the compare: run failed ({type(exc).__name__}: {first})") from None
+    return spec.out / "results.json"
