@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kdeval import __version__
+from kdeval.distill.cli import COMMANDS as DISTILL_COMMANDS
 from kdeval.distill.cli import add_parsers as add_distill_parsers
 from kdeval.efficiency.bench import add_parser as add_bench_parser
 from kdeval.errors import UserError
@@ -181,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from kdeval.efficiency.bench import run as run_bench
 
             return run_bench(args)
-        if args.command == "distill":
+        if args.command in DISTILL_COMMANDS:
             from kdeval.distill.cli import run as run_distill_cli
 
             return run_distill_cli(args)

@@ -117,6 +117,8 @@ class Task(ABC):
     stages: int = 1
     #: True when an example without references is scored against the teacher's output.
     needs_teacher: bool = False
+    #: The shipped training split (disjoint from the test data), for `kdeval distill --train NAME`.
+    train_path: Path | None = None
 
     @abstractmethod
     def load(self, path: Path | None) -> list[Example]:
@@ -136,6 +138,16 @@ class Task(ABC):
         `teacher` holds the teacher's outputs for the same example when a teacher is part of
         the run; tasks with `needs_teacher` use them as references where the data has none.
         """
+
+    def training_pair(self, example: Example, stage: int = 0) -> tuple[tuple[Message, ...], str]:
+        """(prompt messages, gold response) to train a student on stage `stage` of `example`.
+
+        The messages must be exactly what `request` sends for that stage, so a student is trained
+        on the prompt format it is scored with; earlier stages' answers come from the gold data
+        (teacher forcing). The response continues the prompt as a model's output would (e.g. with
+        a leading space after "Answer:"). Tasks without gold responses keep this default.
+        """
+        raise NotImplementedError(f"task '{self.name}' has no gold responses to train on")
 
     def size(self) -> int | None:
         """Number of shipped examples, or None when the data comes from the user."""

@@ -1,5 +1,8 @@
-"""`kdeval distill`: flags (or a YAML file, flags winning) -> DistillConfig -> train -> one summary line.
+"""`kdeval distill`, `kdeval run` and `kdeval demo`: parse, call the core, print.
 
+distill: flags (or a YAML file, flags winning) -> DistillConfig -> train -> one summary line.
+run:     a pipeline file -> distill, then compare (kdeval.distill.pipeline).
+demo:    the whole loop on tiny models built here (kdeval.distill.demo).
 Only argparse and the config model load here, so `kdeval --help` stays instant.
 """
 
@@ -11,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from kdeval.distill.config import DistillConfig, load_config
+
+#: The subcommands `add_parsers` defines; kdeval.cli sends each of them to `run`.
+COMMANDS = ("distill", "run", "demo")
 
 #: flag -> (config field, type); the defaults live in DistillConfig, not here, so a YAML file's
 #: values are only overridden by flags the user actually gave.
@@ -41,6 +47,37 @@ _FLAGS: dict[str, tuple[str, Any]] = {
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    _distill_parser(sub)
+    r = sub.add_parser(
+        "run",
+        help="distill, then compare teacher / baseline / distilled, as one pipeline file says",
+        description="See examples/pipeline.yaml for the file's keys.",
+    )
+    r.add_argument("pipeline", type=Path, metavar="PIPELINE.yaml")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    _demo_parser(sub)
+
+
+def _demo_parser(sub: argparse._SubParsersAction) -> None:
+    d = sub.add_parser(
+        "demo",
+        help="the whole loop on tiny models built here: teacher, baseline, distilled, compare, verdict",
+        description="Trains a tiny teacher, baseline and distilled student on the offline suites' "
+        "training splits (cached, keyed by their settings), compares them on the test splits and "
+        "says whether distillation helped.",
+    )
+    d.add_argument("--out", type=Path, default=Path("reports/demo"), metavar="DIR", help="report folder")
+    d.add_argument(
+        "--workdir", type=Path, default=None, metavar="DIR", help="model cache (default ~/.cache/kdeval/demo)"
+    )
+    d.add_argument("--backend", choices=["vllm", "hf"], default=None, help="default: vllm when it imports")
+    d.add_argument("--method", choices=["kd", "seqkd", "jsd", "tvd", "skl"], default=None)
+    d.add_argument("--limit", type=int, default=None, metavar="N", help="first N test examples per task")
+    d.add_argument("--quick", action="store_true", help="a seconds-long smoke run on a few examples")
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _distill_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "distill",
         help="train a student from a teacher (or on gold responses) into a Hugging Face model directory",
@@ -65,10 +102,19 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
     overrides["trust_remote_code"] = args.trust_remote_code
     if args.chat_template is not None:
         overrides["use_chat_template"] = {"auto": None, "on": True, "off": False}[args.chat_template]
-    return load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides)
+    from kdeval.distill.suitedata import looks_like_name, resolve_train
+
+    if looks_like_name(cfg.train):  # a suite or task name: its training split, as a JSONL file
+        cfg = cfg.model_copy(update={"train": resolve_train(cfg.train)})
+    return cfg
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        return _run_pipeline(args)
+    if args.command == "demo":
+        return _run_demo(args)
     from kdeval.distill import train
 
     cfg = config_from_args(args)
@@ -78,4 +124,37 @@ def run(args: argparse.Namespace) -> int:
         f"{result.tokens_per_s:.0f} tokens/s -> {result.out}",
         file=sys.stderr,
     )
+    return 0
+
+
+def _run_pipeline(args: argparse.Namespace) -> int:
+    from kdeval.distill.demo_report import verdict
+    from kdeval.distill.pipeline import run_pipeline
+
+    report = run_pipeline(args.pipeline, progress=not args.quiet)
+    print(report.read_text(encoding="utf-8"))
+    print(f"wrote {report} and {report.parent / 'results.json'}", file=sys.stderr)
+    print(verdict(report.parent / "results.json"))
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from kdeval.distill.demo import QUICK, DemoConfig, default_workdir, run_demo
+    from kdeval.errors import UserError
+
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be at least 1, got {args.limit}")
+    cfg = QUICK if args.quick else DemoConfig()
+    changes = {k: v for k, v in (("method", args.method), ("limit", args.limit)) if v is not None}
+    cfg = cfg.model_copy(update=changes)
+    result = run_demo(
+        cfg,
+        workdir=args.workdir or default_workdir(),
+        out=args.out,
+        backend=args.backend,
+        progress=not args.quiet,
+    )
+    print((result.out / "report.md").read_text(encoding="utf-8"))
+    print(f"wrote {result.out / 'report.md'}; {result.seconds['total']:.0f} s in all", file=sys.stderr)
+    print(result.verdict)
     return 0

@@ -75,6 +75,24 @@ class TwoTurnTask(Task):
             messages += [Message("assistant", history[0].text), Message("user", second)]
         return GenerateRequest(messages=tuple(messages), max_tokens=self.max_tokens)
 
+    def training_pair(self, example: Example, stage: int = 0) -> tuple[tuple[Message, ...], str]:
+        """Each turn is its own pair; the second sees the gold first answer as its history.
+
+        Evaluation feeds the model its own first answer instead; teacher forcing with the gold
+        one is the usual choice for training and needs no model in the loop. The history holds
+        the first answer exactly as a student trained on stage 0 would write it, so the second
+        prompt is the one evaluation sends after a perfect first answer.
+        """
+        refs = example.data["references"]
+        if not 0 <= stage < self.stages or not all(refs[: stage + 1]):
+            raise UserError(
+                f"example '{example.id}' has no reference answer for turn {stage + 1}",
+                fix="train on data with reference answers for every turn, or use --method seqkd",
+            )
+        answers = [" " + turn[0] for turn in refs[: stage + 1]]
+        history = [Output(prompt="", text=a) for a in answers[:-1]]
+        return self.request(example, history).messages, answers[-1]
+
     def turn_references(self, example: Example, teacher: Sequence[Output] | None) -> TurnRefs | None:
         """References per turn, the teacher's answer filling a turn the data leaves empty."""
         per_turn: TurnRefs = []

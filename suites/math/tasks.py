@@ -13,7 +13,7 @@ from typing import Any
 from kdeval.datafiles import read_jsonl, require
 from kdeval.errors import UserError
 from kdeval.metrics import extract_final_number, get_metric
-from kdeval.tasks import Example, GenerateRequest, Output, Request, Scored, Task, user_turn
+from kdeval.tasks import Example, GenerateRequest, Message, Output, Request, Scored, Task, user_turn
 from kdeval_suites.common import data_dir, load_records, need_file, output_text, require_str
 
 PROMPT = "Question: {question}\nAnswer:"
@@ -81,12 +81,17 @@ class MathTask(Task):
             answer=answer, references=[gold], stats={"accuracy": get_metric("accuracy").stats(answer, [gold])}
         )
 
+    def training_pair(self, example: Example, stage: int = 0) -> tuple[tuple[Message, ...], str]:
+        # The whole worked solution, "#### N" line included: the format the scorer parses.
+        return self.request(example, []).messages, " " + example.data["answer"]
+
 
 class MathSynth(MathTask):
     name = "math_synth"
     description = "Synthetic one- and two-step word problems (+, -, x) with small numbers."
     data_source = "shipped: suites/math/data/test.jsonl (python -m kdeval_suites.math.make_data)"
     offline = True
+    train_path = data_dir(__file__) / "train.jsonl"
 
     def load(self, path: Path | None) -> list[Example]:
         return load_records(path or data_dir(__file__) / "test.jsonl", ["question", "answer"], parse_problem)

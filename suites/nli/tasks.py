@@ -13,7 +13,7 @@ from typing import Any
 from kdeval.datafiles import read_csv, read_jsonl, require
 from kdeval.errors import UserError
 from kdeval.metrics import mean_row
-from kdeval.tasks import ChoiceRequest, Example, Output, Request, Scored, Task, user_turn
+from kdeval.tasks import ChoiceRequest, Example, Message, Output, Request, Scored, Task, user_turn
 from kdeval_suites.common import data_dir, load_records, need_file, require_str
 
 #: Labels in choice order; CHOICES[i] is the answer word for LABELS[i].
@@ -43,6 +43,11 @@ class NliTask(Task):
         gold = example.data["label"]
         return Scored(answer=answer, references=[gold], stats={"accuracy": mean_row(float(answer == gold))})
 
+    def training_pair(self, example: Example, stage: int = 0) -> tuple[tuple[Message, ...], str]:
+        # The gold choice's continuation: the student learns the very string whose likelihood is scored.
+        label = example.data["label"]
+        return self.request(example, []).messages, CHOICES[LABELS.index(label)]
+
 
 def _pair(premise: str, hypothesis: str, label: str) -> dict[str, Any]:
     return {"premise": premise, "hypothesis": hypothesis, "label": label}
@@ -64,6 +69,7 @@ class NliSynth(NliTask):
     description = "Synthetic 3-way entailment from templates: hypernyms, negation, unrelated facts."
     data_source = "shipped: suites/nli/data/test.jsonl (python -m kdeval_suites.nli.make_data)"
     offline = True
+    train_path = data_dir(__file__) / "train.jsonl"
 
     def load(self, path: Path | None) -> list[Example]:
         def parse(obj: dict[str, Any], where: str) -> dict[str, Any]:

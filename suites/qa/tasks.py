@@ -13,7 +13,7 @@ from typing import Any
 from kdeval.datafiles import read_json, read_jsonl, require
 from kdeval.errors import UserError
 from kdeval.metrics import get_metric, normalize_answer
-from kdeval.tasks import Example, GenerateRequest, Output, Request, Scored, Task, user_turn
+from kdeval.tasks import Example, GenerateRequest, Message, Output, Request, Scored, Task, user_turn
 from kdeval_suites.common import (
     data_dir,
     load_records,
@@ -51,12 +51,17 @@ class QaTask(Task):
         stats = {name: get_metric(name).stats(prediction, refs) for name in self.metrics}
         return Scored(answer=normalize_answer(prediction), references=refs, stats=stats)
 
+    def training_pair(self, example: Example, stage: int = 0) -> tuple[tuple[Message, ...], str]:
+        # The first reference is the canonical span; the space continues "Answer:" as text would.
+        return self.request(example, []).messages, " " + example.data["answers"][0]
+
 
 class QaSynth(QaTask):
     name = "qa_synth"
     description = "Synthetic reading comprehension: 2-4 facts about invented people and places, span answers."
     data_source = "shipped: suites/qa/data/test.jsonl (python -m kdeval_suites.qa.make_data)"
     offline = True
+    train_path = data_dir(__file__) / "train.jsonl"
 
     def load(self, path: Path | None) -> list[Example]:
         def parse(obj: dict[str, Any], where: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 from kdeval.datafiles import read_jsonl, require
 from kdeval.errors import UserError
 from kdeval.metrics import METRICS, normalize_text
-from kdeval.tasks import Example, GenerateRequest, Output, Request, Scored, Task, user_turn
+from kdeval.tasks import Example, GenerateRequest, Message, Output, Request, Scored, Task, user_turn
 from kdeval_suites.common import data_dir, load_records, need_file, output_text, require_str, require_str_list
 
 PROMPT = "Summarize in one sentence.\n\n{document}\n\nSummary:"
@@ -58,6 +58,10 @@ class SummarizationTask(Task):
         refs: list[str] = example.data["references"]
         stats = {m: METRICS[m].stats(hyp, refs) for m in self.metrics}
         return Scored(answer=normalize_text(text), references=refs, stats=stats)
+
+    def training_pair(self, example: Example, stage: int = 0) -> tuple[tuple[Message, ...], str]:
+        # One reference is enough to learn from; the first is the fuller one in our data.
+        return self.request(example, []).messages, " " + example.data["references"][0]
 
 
 class SummSynth(SummarizationTask):

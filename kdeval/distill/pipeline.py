@@ -1,0 +1,237 @@
+"""`kdeval run pipeline.yaml`: distill, then compare teacher / baseline / distilled, from one file.
+
+The file reads like a distillation job (teacher, student, data, task type, hyperparameters),
+then says what to compare on. Paths are relative to the working directory, as on the command line:
+
+    teacher: Qwen/Qwen2.5-1.5B-Instruct
+    student: Qwen/Qwen2.5-0.5B-Instruct
+    task_type: nli                    # nli | qa | math | summarization | conversation
+    data:
+      train: nli_synth                # a JSONL file, or a suite / task name (its training split)
+      valid: data/valid.jsonl         # optional, JSONL with responses
+    distill:                          # any `kdeval distill` setting; defaults as there
+      method: kd
+      lr: 2.0e-5
+    compare:
+      baseline: sft                   # a model path, "sft" (train the student on the gold
+                                      # responses, same settings), or omitted (the untouched student)
+      limit: 200
+    out: runs/my-distillation         # OUT/distilled, OUT/baseline (if trained), OUT/compare
+
+Every problem in the file is one line naming file:line. Training jobs resume where they stopped,
+and a finished one is not redone; the comparison reuses every stored output of an unchanged model.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kdeval.distill.config import DistillConfig
+from kdeval.errors import UserError
+
+Family = Literal["nli", "qa", "math", "summarization", "conversation"]
+#: Set at the top of the file, so the `distill:` section holds hyperparameters only.
+_TOP_LEVEL = ("teacher", "student", "train", "valid", "out")
+Lines = dict[tuple[str | int, ...], int]
+
+
+class DataSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    train: str = Field(description="JSONL of prompts (and responses), or a suite / task name")
+    valid: str | None = None
+
+
+class CompareSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    suites: list[str] = Field(default_factory=list)
+    tasks: list[str] = Field(default_factory=list)
+    data: dict[str, str] = Field(default_factory=dict)
+    baseline: str | None = Field(
+        default=None, description="model path, 'sft', or None (the untouched student)"
+    )
+    limit: int | None = Field(default=None, ge=1)
+    backend: Literal["vllm", "hf"] | None = None
+    max_model_len: int = Field(default=2048, ge=16)
+    efficiency: bool = Field(default=True, description="measure latency, throughput and memory too")
+    out: str | None = Field(default=None, description="default: OUT/compare")
+
+
+class Pipeline(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    teacher: str
+    student: str
+    task_type: Family | None = Field(
+        default=None, description="what the student is for; default suite to compare"
+    )
+    data: DataSection
+    distill: dict[str, Any] = Field(default_factory=dict)
+    compare: CompareSection = CompareSection()
+    out: str
+
+
+def key_lines(node: yaml.Node, prefix: tuple[str | int, ...] = ()) -> Lines:
+    """Every key path in the YAML (mapping keys and list indexes) -> its 1-based line."""
+    lines: Lines = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = (*prefix, str(key.value))
+            lines[path] = key.start_mark.line + 1
+            lines.update(key_lines(value, path))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[(*prefix, i)] = item.start_mark.line + 1
+            lines.update(key_lines(item, (*prefix, i)))
+    return lines
+
+
+def _line(lines: Lines, loc: tuple[str | int, ...]) -> int:
+    """The line of the deepest known prefix of `loc` (a missing key points at its parent)."""
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return 1
+
+
+def _validation_error(exc: ValidationError, file: Path, lines: Lines, prefix: tuple[str, ...]) -> UserError:
+    err = exc.errors()[0]
+    loc = (*prefix, *(x for x in err["loc"]))
+    key = ".".join(str(x) for x in loc)
+    where = f"{file}:{_line(lines, loc)}"
+    if err["type"] == "extra_forbidden":
+        top = prefix == ("distill",) and loc[-1] in _TOP_LEVEL
+        fix = (
+            f"set '{loc[-1]}' at the top level of the file"
+            if top
+            else "check the spelling (see examples/pipeline.yaml)"
+        )
+        return UserError(f"unknown key '{key}'", where=where, fix=fix)
+    if err["type"] == "missing":
+        return UserError(f"missing key '{key}'", where=where, fix="add it (see examples/pipeline.yaml)")
+    return UserError(f"{key}: {err['msg'].removeprefix('Value error, ')}", where=where, fix="fix that value")
+
+
+def load_pipeline(file: Path) -> tuple[Pipeline, Lines]:
+    """Parse and validate the file; YAML and schema errors are UserErrors at file:line."""
+    if not file.is_file():
+        raise UserError("pipeline file not found", where=str(file), fix="pass an existing YAML file")
+    text = file.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else 1
+        raise UserError(
+            f"malformed YAML ({exc.problem})", where=f"{file}:{line}", fix="fix the YAML"
+        ) from None
+    if not isinstance(data, dict):
+        raise UserError("expected a mapping (teacher:, student:, data:, ...)", where=f"{file}:1")
+    lines = key_lines(node) if node is not None else {}
+    try:
+        pipeline = Pipeline.model_validate(data)
+    except ValidationError as exc:
+        raise _validation_error(exc, file, lines, ()) from None
+    distill_config(pipeline, file, lines, pipeline.data.train)  # hyperparameter errors surface now
+    return pipeline, lines
+
+
+def distill_config(
+    p: Pipeline, file: Path, lines: Lines, train: str, *, out: str | None = None, sft: bool = False
+) -> DistillConfig:
+    """The `distill:` section plus the top-level paths; `sft` makes the gold-only baseline job."""
+    values: dict[str, Any] = {**p.distill, "student": p.student, "teacher": p.teacher, "train": train}
+    values.update(valid=p.data.valid, out=out or str(Path(p.out) / "distilled"))
+    if sft:  # same hyperparameters, no teacher: the fair baseline
+        values.update(method="sft", teacher=None, topk=None, topk_cache=None)
+    for key in _TOP_LEVEL:
+        if key in p.distill:
+            raise UserError(
+                f"unknown key 'distill.{key}'",
+                where=f"{file}:{_line(lines, ('distill', key))}",
+                fix=f"set '{key}' at the top level of the file",
+            )
+    try:
+        return DistillConfig.model_validate(values)
+    except ValidationError as exc:
+        raise _validation_error(exc, file, lines, ("distill",)) from None
+
+
+def run_pipeline(file: Path, *, progress: bool = True, log: Callable[[str], None] | None = None) -> Path:
+    """Train what is missing, compare, write OUT/compare/report.md; returns that report's path."""
+    from kdeval.distill.suitedata import resolve_train
+
+    say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    p, lines = load_pipeline(file)
+    train_file = resolve_train(p.data.train)
+    distilled = distill_config(p, file, lines, train_file)
+    baseline = _baseline(p, file, lines, train_file, say, progress)
+    say(f"distill ({distilled.method}) -> {distilled.out}")
+    _train(distilled, progress)
+    return _compare(p, distilled.out, baseline, file, say, progress)
+
+
+def _train(cfg: DistillConfig, progress: bool) -> None:
+    from kdeval.distill import is_complete, train
+
+    if not is_complete(cfg):
+        # resume=True continues an interrupted run; a folder holding a different run is refused.
+        train(cfg, resume=True, progress=progress)
+
+
+def _baseline(
+    p: Pipeline, file: Path, lines: Lines, train_file: str, say: Callable[[str], None], progress: bool
+) -> str:
+    if p.compare.baseline is None:
+        return p.student
+    if p.compare.baseline != "sft":
+        return p.compare.baseline
+    cfg = distill_config(p, file, lines, train_file, out=str(Path(p.out) / "baseline"), sft=True)
+    say(f"baseline (sft on the gold responses) -> {cfg.out}")
+    _train(cfg, progress)
+    return cfg.out
+
+
+def _compare(
+    p: Pipeline, distilled: str, baseline: str, file: Path, say: Callable[[str], None], progress: bool
+) -> Path:
+    from kdeval.backends import vllm_available
+    from kdeval.compare import compare
+    from kdeval.config import ModelSpec, RunSpec
+    from kdeval.distill.demo import tqdm_progress
+    from kdeval.efficiency.bench import BenchConfig
+    from kdeval.plugins import load_catalog
+
+    c = p.compare
+    models = {"teacher": p.teacher, "baseline": baseline, "distilled": distilled}
+    spec = RunSpec.model_validate(
+        {
+            "models": [
+                ModelSpec.model_validate({"name": r, "path": m, "role": r}) for r, m in models.items()
+            ],
+            "suites": c.suites or ([p.task_type] if p.task_type and not c.tasks else []),
+            "tasks": c.tasks,
+            "data": c.data,
+            "backend": c.backend or ("vllm" if vllm_available() else "hf"),
+            "limit": c.limit,
+            "max_model_len": c.max_model_len,
+            "out": Path(c.out or Path(p.out) / "compare"),
+        }
+    )
+    say(f"compare: teacher / baseline / distilled ({spec.backend}) -> {spec.out}")
+    compare(
+        spec,
+        load_catalog(),
+        argv=["kdeval", "run", str(file)],
+        log=say,
+        progress=tqdm_progress if progress else None,
+        efficiency=BenchConfig() if c.efficiency else None,
+    )
+    return spec.out / "report.md"
