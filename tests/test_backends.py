@@ -333,3 +333,13 @@ def test_vllm_close_frees_the_engine_for_the_next_model(
     for i, out in expected.items():
         assert out.prompt == got[i].prompt and out.prompt.startswith("<s><|")
         assert out.choice_logprobs == pytest.approx(got[i].choice_logprobs, abs=1e-3)
+
+
+def test_context_is_capped_at_the_models_own(tmp_path: Path) -> None:
+    from kdeval.backends import fit_context
+    from kdeval.backends.base import GenerationSettings
+
+    (tmp_path / "config.json").write_text('{"max_position_embeddings": 512}')
+    assert fit_context(str(tmp_path), GenerationSettings(max_model_len=2048)).max_model_len == 512
+    assert fit_context(str(tmp_path), GenerationSettings(max_model_len=256)).max_model_len == 256
+    assert fit_context("org/hub-id", GenerationSettings()).max_model_len == 2048
