@@ -104,15 +104,23 @@ def check_model_path(spec: ModelSpec) -> None:
         )
 
 
+# What the trainer writes beside a model: logs and plots with timings, not part of the model.
+_NOT_MODEL = {"train_log.jsonl", "loss_curve.png", "distill_config.yaml", "distill_summary.json"}
+
+
 def model_fingerprint(path: str) -> str:
     """Identity of a checkpoint: names, sizes and head/tail bytes of the files of the model
     directory (fast even for large weights, and changes whenever the checkpoint is rewritten).
-    Sub-folders (training checkpoints, caches) are not part of the model."""
+    Sub-folders (training checkpoints, caches) and training logs are not part of the model, so
+    the same weights trained twice keep one fingerprint (and their stored outputs)."""
     p = Path(path).expanduser()
     if not p.is_dir():
         return digest({"hub": path})
     h = hashlib.sha256()
-    for f in sorted(x for x in p.iterdir() if x.is_file() and not x.name.startswith(".")):
+    files = (
+        x for x in p.iterdir() if x.is_file() and not x.name.startswith(".") and x.name not in _NOT_MODEL
+    )
+    for f in sorted(files):
         size = f.stat().st_size
         h.update(f"{f.relative_to(p)}:{size}".encode())
         with f.open("rb") as fh:

@@ -109,3 +109,15 @@ def test_zero_gap_is_footnoted_not_divided(tmp_path: Path) -> None:
     comp = next(c for c in result.comparisons if c.name == "toy_choice")
     assert comp.gap_closed is None and "zero-gap" in comp.notes
     assert "zero gap" in (tmp_path / "out/report.md").read_text()
+
+
+def test_training_logs_are_not_part_of_the_fingerprint(tmp_path: Path) -> None:
+    from kdeval.config import model_fingerprint
+
+    d = Path(_model(tmp_path, "m"))
+    before = model_fingerprint(str(d))
+    (d / "train_log.jsonl").write_text('{"step": 1, "seconds": 0.3}\n')
+    (d / "distill_summary.json").write_text('{"seconds": 12.5}')
+    assert model_fingerprint(str(d)) == before
+    (d / "model.safetensors").write_text("other weights")
+    assert model_fingerprint(str(d)) != before
