@@ -29,16 +29,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kdeval.distill.config import DistillConfig
 from kdeval.errors import UserError
+from kdeval.yamlfile import Lines, line_of, read_yaml
 
 Family = Literal["nli", "qa", "math", "summarization", "conversation"]
 #: Set at the top of the file, so the `distill:` section holds hyperparameters only.
 _TOP_LEVEL = ("teacher", "student", "train", "valid", "out")
-Lines = dict[tuple[str | int, ...], int]
 
 
 class DataSection(BaseModel):
@@ -78,34 +77,11 @@ class Pipeline(BaseModel):
     out: str
 
 
-def key_lines(node: yaml.Node, prefix: tuple[str | int, ...] = ()) -> Lines:
-    """Every key path in the YAML (mapping keys and list indexes) -> its 1-based line."""
-    lines: Lines = {}
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            path = (*prefix, str(key.value))
-            lines[path] = key.start_mark.line + 1
-            lines.update(key_lines(value, path))
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines[(*prefix, i)] = item.start_mark.line + 1
-            lines.update(key_lines(item, (*prefix, i)))
-    return lines
-
-
-def _line(lines: Lines, loc: tuple[str | int, ...]) -> int:
-    """The line of the deepest known prefix of `loc` (a missing key points at its parent)."""
-    for n in range(len(loc), 0, -1):
-        if loc[:n] in lines:
-            return lines[loc[:n]]
-    return 1
-
-
 def _validation_error(exc: ValidationError, file: Path, lines: Lines, prefix: tuple[str, ...]) -> UserError:
     err = exc.errors()[0]
     loc = (*prefix, *(x for x in err["loc"]))
     key = ".".join(str(x) for x in loc)
-    where = f"{file}:{_line(lines, loc)}"
+    where = f"{file}:{line_of(lines, loc)}"
     if err["type"] == "extra_forbidden":
         top = prefix == ("distill",) and loc[-1] in _TOP_LEVEL
         fix = (
@@ -121,20 +97,9 @@ def _validation_error(exc: ValidationError, file: Path, lines: Lines, prefix: tu
 
 def load_pipeline(file: Path) -> tuple[Pipeline, Lines]:
     """Parse and validate the file; YAML and schema errors are UserErrors at file:line."""
-    if not file.is_file():
-        raise UserError("pipeline file not found", where=str(file), fix="pass an existing YAML file")
-    text = file.read_text(encoding="utf-8")
-    try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else 1
-        raise UserError(
-            f"malformed YAML ({exc.problem})", where=f"{file}:{line}", fix="fix the YAML"
-        ) from None
+    data, lines = read_yaml(file, missing="pipeline file not found", fix="pass an existing YAML file")
     if not isinstance(data, dict):
         raise UserError("expected a mapping (teacher:, student:, data:, ...)", where=f"{file}:1")
-    lines = key_lines(node) if node is not None else {}
     try:
         pipeline = Pipeline.model_validate(data)
     except ValidationError as exc:
@@ -155,7 +120,7 @@ def distill_config(
         if key in p.distill:
             raise UserError(
                 f"unknown key 'distill.{key}'",
-                where=f"{file}:{_line(lines, ('distill', key))}",
+                where=f"{file}:{line_of(lines, ('distill', key))}",
                 fix=f"set '{key}' at the top level of the file",
             )
     try:

@@ -33,14 +33,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Literal, NoReturn
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kdeval.errors import UserError
 from kdeval.gate.config import CompareSection
 from kdeval.metrics import METRICS
+from kdeval.yamlfile import line_of, read_yaml
 
 Kind = Literal["quality", "ratio", "efficiency"]
 RATIOS = ("retention", "gap_closed", "agreement")
@@ -206,35 +206,26 @@ class LoadedConfig:
 
     def where(self, *key: str | int) -> str:
         """file:line of a key (or of its nearest enclosing key), for error messages."""
-        return f"{self.file}:{_line(self.lines, key)}"
+        return f"{self.file}:{line_of(self.lines, key)}"
 
 
 def load_config(file: Path) -> LoadedConfig:
     """Read gate.yaml; YAML errors, unknown keys, bad values and bad rules name file:line."""
-    if not file.is_file():
-        raise UserError(
-            "gate config not found", where=str(file), fix="pass an existing YAML file to --config"
-        )
-    text = file.read_text(encoding="utf-8")
-    try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else 1
-        raise UserError(
-            f"malformed YAML ({exc.problem})", where=f"{file}:{line}", fix="fix the YAML"
-        ) from None
+    data, lines = read_yaml(
+        file, missing="gate config not found", fix="pass an existing YAML file to --config"
+    )
     if data is None:
         data = {}
     if not isinstance(data, dict):
         keys = ", ".join(GateConfig.model_fields)
         raise UserError(f"expected a mapping of keys ({keys})", where=f"{file}:1")
-    lines = _key_lines(node)
     try:
         config = GateConfig.model_validate(data)
     except ValidationError as exc:
         raise _config_error(exc, file, lines) from None
-    rules = [parse_rule(r, where=f"{file}:{_line(lines, ('rules', i))}") for i, r in enumerate(config.rules)]
+    rules = [
+        parse_rule(r, where=f"{file}:{line_of(lines, ('rules', i))}") for i, r in enumerate(config.rules)
+    ]
     return LoadedConfig(file, config, rules, lines)
 
 
@@ -248,27 +239,4 @@ def _config_error(exc: ValidationError, file: Path, lines: dict[tuple[str | int,
     section = CompareSection if loc[:1] == ("compare",) and len(loc) > 1 else GateConfig
     keys = ", ".join(section.model_fields)
     fix = f"compare: keys: {keys}" if section is CompareSection else f"keys: {keys}"
-    return UserError(what, where=f"{file}:{_line(lines, loc)}", fix=fix)
-
-
-def _line(lines: dict[tuple[str | int, ...], int], loc: tuple[str | int, ...]) -> int:
-    """The line of the deepest key of `loc` the file has (an unknown key's own line included)."""
-    for n in range(len(loc), 0, -1):
-        if loc[:n] in lines:
-            return lines[loc[:n]]
-    return 1
-
-
-def _key_lines(node: Any, prefix: tuple[str | int, ...] = ()) -> dict[tuple[str | int, ...], int]:
-    """Every key path (('compare', 'models', 'teacher'), ('rules', 0)) -> its 1-based line."""
-    lines: dict[tuple[str | int, ...], int] = {}
-    if isinstance(node, yaml.MappingNode):
-        children = [((*prefix, k.value), k, v) for k, v in node.value]
-    elif isinstance(node, yaml.SequenceNode):
-        children = [((*prefix, i), v, v) for i, v in enumerate(node.value)]
-    else:
-        return lines
-    for path, marked, value in children:
-        lines[path] = marked.start_mark.line + 1
-        lines.update(_key_lines(value, path))
-    return lines
+    return UserError(what, where=f"{file}:{line_of(lines, loc)}", fix=fix)
