@@ -17,6 +17,7 @@ from kdeval.datafiles import write_atomic
 from kdeval.metrics import bootstrap_ci, get_metric, mean_row
 from kdeval.results import AgreementRow, ScoreRow, clean
 from kdeval.runner import LoadedTask, ModelOutputs
+from kdeval.tasks import Output
 
 N_RESAMPLES = 1000
 
@@ -45,6 +46,7 @@ def score_model(lt: LoadedTask, mo: ModelOutputs, teacher: ModelOutputs | None) 
                 "prompt": [o.prompt for o in outs[ex.id]],
                 "output": [o.text for o in outs[ex.id]],
                 "choice_logprobs": [o.choice_logprobs for o in outs[ex.id] if o.choice_logprobs] or None,
+                **_reasoning(outs[ex.id]),
                 "answer": scored.answer,
                 "references": scored.references,
                 "scores": {m: get_metric(m).example(r) for m, r in scored.stats.items()},
@@ -53,6 +55,11 @@ def score_model(lt: LoadedTask, mo: ModelOutputs, teacher: ModelOutputs | None) 
             }
         )
     return ts
+
+
+def _reasoning(outs: list[Output]) -> dict[str, Any]:
+    """The traces a server returned apart from the answers, when there are any."""
+    return {"reasoning": [o.reasoning for o in outs]} if any(o.reasoning for o in outs) else {}
 
 
 def metric_row(model: str, task: str, metric: str, rows: list[list[float]], seed: int) -> ScoreRow:
@@ -76,7 +83,7 @@ def aggregate(
     tasks: list[LoadedTask], models: list[ModelOutputs], seed: int, samples_dir: Path
 ) -> tuple[list[ScoreRow], list[AgreementRow], dict[str, str]]:
     """Scores and teacher agreement for every model and task; writes the per-sample files."""
-    teacher = next((m for m in models if m.role == "teacher"), None)
+    teacher = next((m for m in models if m.model.role == "teacher"), None)
     scores: list[ScoreRow] = []
     agreement: list[AgreementRow] = []
     sample_files: dict[str, str] = {}

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kdeval import __version__
 from kdeval.distill.cli import COMMANDS as DISTILL_COMMANDS
@@ -17,14 +17,23 @@ from kdeval.gate.cli import add_parsers as add_gate_parsers
 
 if TYPE_CHECKING:
     from kdeval.config import RunSpec
+    from kdeval.runconfig import RunConfig
     from kdeval.runner import ProgressBar
+    from kdeval.yamlfile import Lines
 
 
 def _compare_parser(sub: argparse._SubParsersAction) -> None:
+    from kdeval.backends import names
+
+    # Defaults are None: a flag given overrides --config's file; the defaults live in RunConfig.
     p = sub.add_parser("compare", help="run teacher / baseline / distilled (and more) through the suites")
-    p.add_argument("--teacher", metavar="PATH")
-    p.add_argument("--baseline", metavar="PATH")
-    p.add_argument("--distilled", metavar="PATH")
+    p.add_argument(
+        "--config", type=Path, metavar="RUN.yaml", help="models (with backends and options) and settings"
+    )
+    for role in ("teacher", "baseline", "distilled"):
+        p.add_argument(
+            f"--{role}", metavar="PATH|URL", help="a checkpoint, hub id or OpenAI-compatible server URL"
+        )
     p.add_argument(
         "--model", action="append", default=[], metavar="NAME=PATH", help="an extra model (repeatable)"
     )
@@ -34,18 +43,30 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", action="append", default=[], metavar="NAME", help="run this task (repeatable)")
     p.add_argument("--data", action="append", default=[], metavar="TASK=FILE", help="data file for a task")
     p.add_argument(
-        "--backend", choices=["vllm", "hf"], default=None, help="default: vllm when it imports, else hf"
+        "--backend", choices=names(), default=None,
+        help="for local models (default: vllm when it imports, else hf); a URL is always openai",
+    )  # fmt: skip
+    p.add_argument(
+        "--model-backend", action="append", default=[], metavar="NAME=BACKEND", help="one model's backend"
     )
+    p.add_argument(
+        "--option", action="append", default=[], metavar="NAME.KEY=VALUE",
+        help="a backend option of one model (repeatable), e.g. teacher.tensor_parallel_size=2",
+    )  # fmt: skip
     p.add_argument("--limit", type=int, default=None, metavar="N", help="first N examples per task")
-    p.add_argument("--out", type=Path, default=Path("runs/latest"), metavar="DIR")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16 | auto")
-    p.add_argument("--max-model-len", type=int, default=2048)
-    p.add_argument("--batch-size", type=int, default=16, help="transformers backend batch size")
-    p.add_argument("--chat-template", choices=["auto", "on", "off"], default="auto")
-    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR", help="default: runs/latest")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument(
+        "--dtype", default=None, help="auto (the checkpoint's own; default) | float32 | bfloat16 | float16"
+    )
+    p.add_argument("--max-model-len", type=int, default=None, help="default 2048, capped at each model's")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="transformers backend batch size (default 16)"
+    )
+    p.add_argument("--chat-template", choices=["auto", "on", "off"], default=None)
+    p.add_argument("--trust-remote-code", action="store_true", default=None)
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument(
         "--no-efficiency", action="store_true", help="skip the cost phase (latency, throughput, memory)"
@@ -86,46 +107,79 @@ def cmd_suites() -> int:
     return 0
 
 
-def spec_from_args(args: argparse.Namespace) -> RunSpec:
+def run_config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path | None, Lines]:
+    """--config's file (if any) with the flags given on top, checked against the one schema."""
     from pydantic import ValidationError
 
-    from kdeval.config import ModelSpec, RunSpec, parse_assignment
+    from kdeval.config import parse_assignment, parse_value
+    from kdeval.runconfig import RunConfig, load_run_config
 
-    models = [
-        ModelSpec(name=r, path=getattr(args, r), role=r)
-        for r in ("teacher", "baseline", "distilled")
-        if getattr(args, r)
-    ]
-    try:
-        models += [ModelSpec(name=n, path=p) for n, p in (parse_assignment(x, "--model") for x in args.model)]
-    except ValidationError as exc:
+    data: dict[str, Any] = {}
+    lines: Lines = {}
+    if args.config is not None:
+        config, lines = load_run_config(args.config)
+        data = config.model_dump(exclude_unset=True)
+        data["models"] = {n: e.model_dump(exclude_unset=True) for n, e in config.models.items()}
+    models: dict[str, dict[str, Any]] = data.setdefault("models", {})
+    given = [(r, getattr(args, r)) for r in ("teacher", "baseline", "distilled") if getattr(args, r)]
+    for name, path in given + [parse_assignment(x, "--model") for x in args.model]:
+        models[name] = {"path": path}
+    for name, backend in (parse_assignment(x, "--model-backend") for x in args.model_backend):
+        _entry(models, name, "--model-backend")["backend"] = backend
+    for item in args.option:
+        target, value = parse_assignment(item, "--option")
+        name, dot, key = target.partition(".")
+        if not dot or not key:
+            raise UserError(
+                f"--option expects NAME.KEY=VALUE, got '{item}'", fix="e.g. --option teacher.concurrency=64"
+            )
+        _entry(models, name, "--option").setdefault("options", {})[key] = parse_value(value)
+    flags = {
+        "suites": args.suite or None,
+        "tasks": args.task or None,
+        "data": dict(parse_assignment(x, "--data") for x in args.data) or None,
+        "use_chat_template": {"auto": None, "on": True, "off": False}[args.chat_template]
+        if args.chat_template
+        else ...,
+        "efficiency": False if args.no_efficiency else None,
+    }
+    for key in ("backend", "limit", "out", "seed", "temperature", "top_p", "dtype", "max_model_len",
+                "batch_size", "trust_remote_code"):  # fmt: skip
+        flags[key] = getattr(args, key)
+    data.update({k: v for k, v in flags.items() if v is not None and v is not ...})
+    if not models:
         raise UserError(
-            f"bad --model name: {exc.errors()[0]['msg']}", fix="use letters, digits, '.', '_', '-'"
-        ) from None
-    if args.limit is not None and args.limit < 1:
-        raise UserError(f"--limit must be at least 1, got {args.limit}")
-    backend = args.backend
-    if backend is None:
-        from kdeval.backends import vllm_available
+            "no models given", fix="pass --teacher, --baseline, --distilled, --model NAME=PATH or --config"
+        )
+    try:
+        return RunConfig.model_validate(data), args.config, lines
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [str(x) for x in err["loc"]]
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if loc[:1] == ["models"] and "[key]" in loc:
+            raise UserError(
+                f"bad --model name '{loc[1]}': {msg}", fix="use letters, digits, '.', '_', '-'"
+            ) from None
+        flag = _FLAG_OF.get(loc[0], f"--{loc[0].replace('_', '-')}") if loc else "compare"
+        what = f"{flag} {'.'.join(loc[1:])}".strip()
+        where = f"{args.config}" if args.config is not None else None
+        raise UserError(f"{what}: {msg}", where=where) from None
 
-        backend = "vllm" if vllm_available() else "hf"
-    return RunSpec(
-        models=models,
-        suites=args.suite,
-        tasks=args.task,
-        data=dict(parse_assignment(x, "--data") for x in args.data),
-        backend=backend,
-        limit=args.limit,
-        out=args.out,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        seed=args.seed,
-        dtype=args.dtype,
-        max_model_len=args.max_model_len,
-        batch_size=args.batch_size,
-        use_chat_template={"auto": None, "on": True, "off": False}[args.chat_template],
-        trust_remote_code=args.trust_remote_code,
-    )
+
+_FLAG_OF = {"models": "model", "suites": "--suite", "tasks": "--task", "data": "--data"}
+
+
+def _entry(models: dict[str, dict[str, Any]], name: str, flag: str) -> dict[str, Any]:
+    if name not in models:
+        known = ", ".join(models) or "none yet"
+        raise UserError(f"{flag}: no model named '{name}' (models: {known})", fix="name a model of the run")
+    return models[name]
+
+
+def spec_from_args(args: argparse.Namespace) -> RunSpec:
+    config, file, lines = run_config_from_args(args)
+    return config.run_spec(lines=lines, file=file)
 
 
 def cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
@@ -134,7 +188,8 @@ def cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
     from kdeval.plugins import load_catalog
     from kdeval.report.markdown import render
 
-    spec = spec_from_args(args)
+    config, file, lines = run_config_from_args(args)
+    spec = config.run_spec(lines=lines, file=file)
 
     def log(msg: str) -> None:
         if not args.quiet:
@@ -146,7 +201,7 @@ def cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
         argv=["kdeval", *argv],
         log=log,
         progress=None if args.quiet else _tqdm_progress,
-        efficiency=None if args.no_efficiency else BenchConfig(),
+        efficiency=BenchConfig() if config.efficiency else None,
     )
     print(render(result))
     print(

@@ -25,6 +25,7 @@ from kdeval.runner import (
     check_models,
     default_backend_factory,
     load_tasks,
+    resolve_models,
     run_models,
     store_path,
 )
@@ -46,6 +47,7 @@ def compare(
 ) -> RunResult:
     check_models(spec)
     tasks = load_tasks(spec, catalog)  # every input error surfaces here, before anything is written
+    resolved = resolve_models(spec, tasks, log)  # paths, engine options, servers: checked, not started
     out = spec.out
     out.mkdir(parents=True, exist_ok=True)
     # An older results.json must not pass for this run's if this run dies half-way.
@@ -53,7 +55,7 @@ def compare(
         (out / name).unlink(missing_ok=True)
     store = Store(store_path(out))
     try:
-        models = run_models(spec, tasks, store, make_backend, log, progress)
+        models = run_models(spec, resolved, tasks, store, make_backend, log, progress)
     finally:
         store.close()
     scores, agreement, samples = aggregate(tasks, models, spec.seed, out / "samples")
@@ -74,7 +76,7 @@ def compare(
     if efficiency is not None:
         from kdeval.efficiency.bench import measure_run
 
-        result.efficiency = measure_run(spec, tasks, log, efficiency)
+        result.efficiency = measure_run(spec, resolved, tasks, log, efficiency)
         result.write(out / "results.json")
     write_plot(result, out)
     write_atomic(out / "report.md", render(result))
@@ -119,15 +121,24 @@ def _settings(spec: RunSpec) -> dict[str, object]:
     }
 
 
-def _model_entry(m: ModelOutputs) -> dict[str, object]:
+def _model_entry(mo: ModelOutputs) -> dict[str, object]:
+    m = mo.model
     return {
         "name": m.name,
         "role": m.role,
         "path": m.path,
         "fingerprint": m.fingerprint,
-        "reused": m.reused,
-        "computed": m.computed,
-        **m.info,
+        "reused": mo.reused,
+        "computed": mo.computed,
+        **mo.info,
+        "backend": m.backend,  # the backend this run used (the stored info may be older)
+        "remote": m.remote,
+        "dtype": m.settings.dtype if m.settings.dtype != "auto" else mo.info.get("dtype", "auto"),
+        "max_model_len": m.settings.max_model_len,
+        "options": m.options,
+        "output_options": m.output_options,
+        "settings_hash": m.settings_hash(),
+        **({"server": m.facts} if m.facts else {}),
     }
 
 

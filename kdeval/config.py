@@ -7,25 +7,52 @@ import json
 import re
 from dataclasses import asdict
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kdeval.backends.base import GenerationSettings
 from kdeval.errors import UserError
 
 Role = Literal["teacher", "baseline", "distilled", "other"]
 ROLES: tuple[Role, ...] = ("teacher", "baseline", "distilled")
+#: dtype names every backend understands; "auto" is the checkpoint's own (see resolve_dtype).
+DTYPES = ("auto", "float32", "float16", "bfloat16", "half", "float")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*$")
+_URL = re.compile(r"^https?://", re.IGNORECASE)
+
+
+def is_url(path: str | None) -> bool:
+    """A model given as http(s)://... is an OpenAI-compatible server."""
+    return bool(path) and bool(_URL.match(str(path)))
+
+
+def _check_dtype(v: str | None) -> str | None:
+    if v is not None and v not in DTYPES:
+        raise ValueError(f"unknown dtype '{v}'; use one of {', '.join(DTYPES)}")
+    return v
 
 
 class ModelSpec(BaseModel):
+    """One model of a run: where it is, which backend serves it, and that backend's options.
+
+    `path` is a checkpoint directory, a hub id, or the URL of an OpenAI-compatible server (which
+    selects the `openai` backend). `options` are validated by the backend (kdeval.backends.registry);
+    `dtype` / `max_model_len` override the run's for this model. `lines` maps keys such as
+    "options.tensor_parallel_size" to "file:line" for error messages; it is no part of the model.
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    path: str
+    path: str | None = None
     role: Role = "other"
+    backend: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    dtype: str | None = None
+    max_model_len: int | None = Field(default=None, ge=1)
+    lines: dict[str, str] = Field(default_factory=dict, exclude=True, repr=False)
 
     @field_validator("name")
     @classmethod
@@ -33,6 +60,26 @@ class ModelSpec(BaseModel):
         if not _MODEL_NAME.match(v):
             raise ValueError("model names may use letters, digits, '.', '_' and '-' only")
         return v
+
+    _dtype = field_validator("dtype")(_check_dtype)
+
+    @model_validator(mode="after")
+    def _url_means_server(self) -> ModelSpec:
+        if is_url(self.path):
+            if self.backend not in (None, "openai"):
+                raise ValueError(f"a server URL is served by the openai backend, not '{self.backend}'")
+            object.__setattr__(self, "backend", "openai")
+            if "base_url" not in self.options:
+                object.__setattr__(self, "options", {**self.options, "base_url": self.path})
+        return self
+
+    def where_of(self, key: str) -> str | None:
+        """file:line of a key of this model's entry (or of the entry), when it came from a file."""
+        while key:
+            if key in self.lines:
+                return self.lines[key]
+            key = key.rpartition(".")[0]
+        return self.lines.get("")
 
 
 class RunSpec(BaseModel):
@@ -42,19 +89,23 @@ class RunSpec(BaseModel):
     suites: list[str] = Field(default_factory=list)
     tasks: list[str] = Field(default_factory=list)
     data: dict[str, str] = Field(default_factory=dict)
-    backend: Literal["vllm", "hf"] = "hf"
-    limit: int | None = None
+    #: the backend of every model that names none (the CLI picks vllm when it imports, else hf)
+    backend: str = "hf"
+    limit: int | None = Field(default=None, ge=1)
     out: Path = Path("runs/latest")
-    temperature: float = 0.0
-    top_p: float = 1.0
+    temperature: float = Field(default=0.0, ge=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
     seed: int = 0
-    dtype: str = "float32"
-    max_model_len: int = 2048
-    batch_size: int = 16
+    dtype: str = "auto"
+    max_model_len: int = Field(default=2048, ge=1)
+    batch_size: int = Field(default=16, ge=1)
     use_chat_template: bool | None = None
     trust_remote_code: bool = False
 
+    _dtype = field_validator("dtype")(_check_dtype)
+
     def generation(self) -> GenerationSettings:
+        """The run's settings before any model adjusts them (dtype resolved per model later)."""
         return GenerationSettings(
             temperature=self.temperature,
             top_p=self.top_p,
@@ -64,8 +115,11 @@ class RunSpec(BaseModel):
             batch_size=self.batch_size,
         )
 
+    def backend_of(self, model: ModelSpec) -> str:
+        return model.backend or self.backend
+
     def settings_hash(self) -> str:
-        """What changes model outputs besides the model and the prompt (batch size does not, by design)."""
+        """The run-level settings that change outputs (each model's own are in its entry)."""
         gen = asdict(self.generation())
         gen.pop("batch_size")
         payload = {"backend": self.backend, "chat": self.use_chat_template, **gen}
@@ -86,9 +140,33 @@ def parse_assignment(text: str, flag: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
+def parse_value(text: str) -> Any:
+    """A flag's value as YAML reads a scalar: 2 -> int, 0.9 -> float, true -> bool, else the text.
+
+    >>> parse_value("2"), parse_value("0.85"), parse_value("true"), parse_value("fp8")
+    (2, 0.85, True, 'fp8')
+    """
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, int | float | bool | str) or value is None else text
+
+
+def parse_options(items: list[str], flag: str) -> dict[str, Any]:
+    """Repeated KEY=VALUE flags as a dict of typed values."""
+    return {key: parse_value(value) for key, value in (parse_assignment(x, flag) for x in items)}
+
+
 def check_model_path(spec: ModelSpec) -> None:
     """A local model directory must exist and hold a config.json; anything else that looks like
     'org/name' is taken as a Hugging Face hub id."""
+    if not spec.path:
+        raise UserError(
+            f"model '{spec.name}' has no path", where=spec.where_of(""), fix="give a checkpoint directory"
+        )
     p = Path(spec.path).expanduser()
     if p.exists():
         if not p.is_dir() or not (p / "config.json").is_file():

@@ -162,14 +162,19 @@ class _Engines:
         self._started: dict[tuple[object, ...], tuple[Any, Engine]] = {}
 
     def get(self, path: str, kind: str, dtype: str, chat: bool | None, trust: bool) -> tuple[Any, Engine]:
-        from kdeval.backends.base import GenerationSettings
-        from kdeval.efficiency import engines
+        from kdeval.backends import resolve
+        from kdeval.config import ModelSpec, RunSpec
 
         key = (str(Path(path).resolve()), kind, dtype, chat, trust)
         if key not in self._started:
-            settings = GenerationSettings(dtype=dtype, batch_size=1)
-            backend = engines.start(kind, path, settings, chat, trust)
-            self._started[key] = (backend, engines.for_backend(kind, backend, settings))
+            model = ModelSpec(name="model", path=path, backend=kind)
+            spec = RunSpec(
+                models=[model], backend=kind, dtype=dtype, batch_size=1, use_chat_template=chat,
+                trust_remote_code=trust,
+            )  # fmt: skip
+            resolved = resolve(spec, model)
+            backend = resolved.kind().start(resolved, measuring=True)
+            self._started[key] = (backend, resolved.kind().cost_engine(backend))
         return self._started[key]
 
     def close(self) -> None:
@@ -247,9 +252,9 @@ def _as_prompt(prompt: str | Sequence[Message] | list[int]) -> Prompt:
 
 
 def _default_backend() -> str:
-    from kdeval.backends import vllm_available
+    from kdeval.backends import default_backend
 
-    return "vllm" if vllm_available() else "hf"
+    return default_backend()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -15,7 +15,8 @@ from typing import Protocol
 
 from kdeval import datasource
 from kdeval.backends.base import Backend
-from kdeval.config import RunSpec, check_model_path, digest, model_fingerprint
+from kdeval.backends.registry import ResolvedModel
+from kdeval.config import RunSpec, digest
 from kdeval.errors import UserError
 from kdeval.plugins import Catalog
 from kdeval.store import Store, request_key
@@ -52,18 +53,19 @@ class LoadedTask:
 
 @dataclass
 class ModelOutputs:
-    name: str
-    role: str
-    path: str
-    fingerprint: str
+    model: ResolvedModel
     info: dict[str, object] = field(default_factory=dict)
     #: task name -> example id -> outputs per stage
     outputs: dict[str, dict[str, list[Output]]] = field(default_factory=dict)
     reused: int = 0
     computed: int = 0
 
+    @property
+    def name(self) -> str:
+        return self.model.name
 
-BackendFactory = Callable[[RunSpec, str], Backend]
+
+BackendFactory = Callable[[RunSpec, ResolvedModel], Backend]
 
 
 def load_tasks(spec: RunSpec, catalog: Catalog) -> list[LoadedTask]:
@@ -103,12 +105,23 @@ def check_models(spec: RunSpec) -> None:
         raise UserError(
             f"model name used twice: {', '.join(sorted(dupes))}", fix="give each model its own name"
         )
-    for m in spec.models:
-        check_model_path(m)
+
+
+def resolve_models(spec: RunSpec, tasks: list[LoadedTask], log: Log) -> list[ResolvedModel]:
+    """Every model checked by its backend (paths, options, servers) before any of them runs."""
+    from kdeval.backends import resolve
+
+    needs = frozenset(lt.task.task_type for lt in tasks)
+    models = [resolve(spec, m, needs) for m in spec.models]
+    for m in models:
+        where = m.path if m.remote else f"{m.path} ({m.settings.dtype})"
+        log(f"{m.name}: {m.backend} backend, {where}")
+    return models
 
 
 def run_models(
     spec: RunSpec,
+    models: list[ResolvedModel],
     tasks: list[LoadedTask],
     store: Store,
     make_backend: BackendFactory,
@@ -116,8 +129,8 @@ def run_models(
     progress: Progress | None = None,
 ) -> list[ModelOutputs]:
     results = []
-    for m in spec.models:
-        mo = ModelOutputs(m.name, m.role, m.path, model_fingerprint(m.path))
+    for m in models:
+        mo = ModelOutputs(m)
         _run_one(spec, mo, tasks, store, make_backend, log, progress)
         results.append(mo)
     return results
@@ -145,11 +158,12 @@ def _run_one(
     log: Log,
     progress: Progress | None,
 ) -> None:
-    settings = spec.settings_hash()
-    info_key = f"{mo.fingerprint}:{settings}"
+    m = mo.model
+    settings = m.settings_hash()
+    info_key = f"{m.fingerprint}:{settings}"
     for lt in tasks:
         mo.outputs[lt.task.name] = {ex.id: [] for ex in lt.examples}
-    with _lazy_engine(lambda: make_backend(spec, mo.path)) as engine:
+    with _lazy_engine(lambda: make_backend(spec, m)) as engine:
         for stage in range(max(lt.task.stages for lt in tasks)):
             todo = [
                 (lt, ex, lt.task.request(ex, mo.outputs[lt.task.name][ex.id]))
@@ -157,7 +171,7 @@ def _run_one(
                 if stage < lt.task.stages
                 for ex in lt.examples
             ]
-            keys = [request_key(mo.fingerprint, settings, req) for _, _, req in todo]
+            keys = [request_key(m.fingerprint, settings, req) for _, _, req in todo]
             pending = _Pending(todo, keys, store.get_many(keys))
             missing = pending.missing
             mo.reused += len(todo) - len(missing)
@@ -222,16 +236,8 @@ def _lazy_engine(start: Callable[[], Backend]) -> Iterator[Callable[[], Backend]
             b.close()
 
 
-def default_backend_factory(spec: RunSpec, path: str) -> Backend:
-    from kdeval.backends import load_backend
-
-    return load_backend(
-        spec.backend,
-        path,
-        spec.generation(),
-        use_chat_template=spec.use_chat_template,
-        trust_remote_code=spec.trust_remote_code,
-    )
+def default_backend_factory(spec: RunSpec, model: ResolvedModel) -> Backend:
+    return model.kind().start(model)
 
 
 def store_path(out: Path) -> Path:

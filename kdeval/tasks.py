@@ -54,6 +54,8 @@ class Output:
     choice_logprobs: list[float] = field(default_factory=list)
     prompt_tokens: int = 0
     output_tokens: int = 0
+    #: a reasoning trace the server returned apart from the answer (`reasoning_content`)
+    reasoning: str = ""
 
     @property
     def choice(self) -> int:
@@ -69,6 +71,7 @@ class Output:
             "choice_logprobs": self.choice_logprobs,
             "prompt_tokens": self.prompt_tokens,
             "output_tokens": self.output_tokens,
+            **({"reasoning": self.reasoning} if self.reasoning else {}),
         }
 
     @classmethod

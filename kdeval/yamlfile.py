@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from kdeval.errors import UserError
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 Lines = dict[tuple[str | int, ...], int]
 
@@ -49,3 +52,20 @@ def line_of(lines: Lines, loc: tuple[str | int, ...]) -> int:
         if loc[:n] in lines:
             return lines[loc[:n]]
     return 1
+
+
+def validation_error(
+    exc: ValidationError, file: Path, lines: Lines, prefix: tuple[str | int, ...] = (), *, fix: str
+) -> UserError:
+    """A schema's first validation error as one line at the offending key's line."""
+    err = exc.errors()[0]
+    loc = (*prefix, *(x for x in err["loc"] if x != "[key]"))  # a bad mapping key: point at the key
+    key = ".".join(str(x) for x in loc)
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        what = f"unknown key '{key}'"
+    elif err["type"] == "missing":
+        what = f"missing key '{key}'"
+    else:
+        what = f"{key}: {msg}"
+    return UserError(what, where=f"{file}:{line_of(lines, loc)}", fix=fix)

@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from kdeval.backends.base import ModelInfo
+from pydantic import BaseModel, ConfigDict
+
+from kdeval.backends.base import Backend, ModelInfo
+from kdeval.backends.registry import BackendKind, Needs, ResolvedModel
+from kdeval.config import ModelSpec, RunSpec
+from kdeval.efficiency.probes import Engine
 from kdeval.metrics import METRICS, mean_row
 from kdeval.plugins import Catalog
 from kdeval.tasks import (
@@ -94,3 +99,34 @@ class ScriptedBackend:
 
     def close(self) -> None:
         pass
+
+
+class ScriptedOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    flavour: str = "plain"  # changes outputs (keys the store)
+    workers: int = 1  # only paces the backend (does not)
+
+
+class ScriptedKind(BackendKind):
+    """The scripted backend as a registered backend: what a third-party backend package writes."""
+
+    name = "scripted"
+    summary = "answers from the model path (tests)"
+    Options = ScriptedOptions
+    placement = frozenset({"workers"})
+
+    def resolve(self, model: ModelSpec, run: RunSpec, needs: Needs) -> ResolvedModel:
+        from kdeval.backends.local import resolve_local
+
+        return resolve_local(self, model, run, self.check_options(model))
+
+    def start(self, model: ResolvedModel, *, measuring: bool = False) -> Backend:
+        backend: Backend = ScriptedBackend(model.path)  # type: ignore[assignment]
+        return backend
+
+    def cost_engine(self, backend: Backend) -> Engine:
+        raise NotImplementedError
+
+
+KIND = ScriptedKind()

@@ -111,5 +111,5 @@ def run_compare(out: Path, models: dict[str, str], **settings: object) -> RunRes
         gate_catalog(),
         argv=["kdeval", "compare", "--out", str(out)],
         log=lambda m: None,
-        make_backend=lambda s, p: RateBackend(p),
+        make_backend=lambda s, m: RateBackend(m.path),
     )

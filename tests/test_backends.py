@@ -16,6 +16,7 @@ import pytest
 from kdeval.backends import load_backend, vllm_available
 from kdeval.backends.base import Backend, GenerationSettings, ModelInfo
 from kdeval.backends.prompting import PromptCodec, choice_sequence, fit_prompt
+from kdeval.errors import UserError
 from kdeval.tasks import ChoiceRequest, GenerateRequest, Message, Output, Request, user_turn
 
 SETTINGS = GenerationSettings(dtype="float32", batch_size=8)
@@ -133,7 +134,7 @@ def test_backends_package_imports_nothing_heavy() -> None:
 
 
 def test_unknown_backend_kind(tiny_model_dir: Path) -> None:
-    with pytest.raises(ValueError, match="unknown backend"):
+    with pytest.raises(UserError, match="unknown backend 'onnx'.*backends: vllm, hf, openai"):
         load_backend("onnx", str(tiny_model_dir), SETTINGS)
 
 
@@ -336,8 +337,8 @@ def test_vllm_close_frees_the_engine_for_the_next_model(
 
 
 def test_context_is_capped_at_the_models_own(tmp_path: Path) -> None:
-    from kdeval.backends import fit_context
     from kdeval.backends.base import GenerationSettings
+    from kdeval.backends.local import fit_context
 
     (tmp_path / "config.json").write_text('{"max_position_embeddings": 512}')
     assert fit_context(str(tmp_path), GenerationSettings(max_model_len=2048)).max_model_len == 512

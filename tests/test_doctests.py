@@ -4,11 +4,13 @@ import doctest
 
 import pytest
 
+import kdeval.backends.openai
+import kdeval.config
 import kdeval.errors
 import kdeval.results
 
 
-@pytest.mark.parametrize("module", [kdeval.errors, kdeval.results])
+@pytest.mark.parametrize("module", [kdeval.errors, kdeval.results, kdeval.config, kdeval.backends.openai])
 def test_doctests(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]
     assert result.attempted > 0 and result.failed == 0

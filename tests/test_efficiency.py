@@ -16,6 +16,7 @@ import pytest
 
 from kdeval.backends import vllm_available
 from kdeval.backends.base import GenerationSettings
+from kdeval.backends.registry import ResolvedModel
 from kdeval.efficiency import bench
 from kdeval.efficiency import prompts as prompt_io
 from kdeval.efficiency.machine import describe, device_label, versions
@@ -449,9 +450,7 @@ def test_kdeval_bench_on_vllm_in_its_own_process(tiny_model_dir: Path) -> None:
     """The way `compare` measures: measure_models runs `kdeval bench` in a fresh process."""
     logged: list[str] = []
     figs = bench.measure_models(
-        [("tiny", str(tiny_model_dir))],
-        "vllm",
-        GenerationSettings(max_model_len=512),
+        [_resolved("tiny", str(tiny_model_dir), "vllm", GenerationSettings(max_model_len=512))],
         [(Message("user", "The quick brown fox"),), [1, 5, 9, 13]],
         bench.BenchConfig(num_prompts=3, throughput_prompts=6, output_len=OUT_LEN, warmup=1, repeats=2),
         log=logged.append,
@@ -466,11 +465,14 @@ def test_kdeval_bench_on_vllm_in_its_own_process(tiny_model_dir: Path) -> None:
 
 def test_a_failing_model_is_recorded_not_raised(tmp_path: Path) -> None:
     logged: list[str] = []
-    figs = bench.measure_models(
-        [("broken", str(tmp_path / "nope"))], "hf", GenerationSettings(), [[1, 2]], bench.BenchConfig(),
-        log=logged.append,
-    )  # fmt: skip
-    assert "does not exist" in figs["broken"]["error"] and "efficiency not measured" in logged[-1]
+    broken = _resolved("broken", str(tmp_path / "nope"), "hf", GenerationSettings())
+    figs = bench.measure_models([broken], [[1, 2]], bench.BenchConfig(), log=logged.append)
+    assert "kdeval bench exited" in figs["broken"]["error"] and "efficiency not measured" in logged[-1]
+
+
+def _resolved(name: str, path: str, backend: str, settings: GenerationSettings) -> ResolvedModel:
+    """A model as `compare` hands it to the cost phase (already checked by its backend)."""
+    return ResolvedModel(name, "other", backend, path, "fp", settings)
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from tests.fakes_gate import RateBackend, checkpoint, gate_catalog, run_compare
 def scripted(monkeypatch: pytest.MonkeyPatch) -> None:
     # The compare: section loads suites and backends as `kdeval compare` does; here, the fakes.
     monkeypatch.setattr("kdeval.plugins.load_catalog", gate_catalog)
-    monkeypatch.setattr("kdeval.runner.default_backend_factory", lambda spec, path: RateBackend(path))
+    monkeypatch.setattr("kdeval.runner.default_backend_factory", lambda spec, m: RateBackend(m.path))
 
 
 @pytest.fixture(scope="module")

@@ -125,7 +125,9 @@ def test_ties_share_a_rank_and_break_by_name(runs: dict[str, Path]) -> None:
     from kdeval.compare import compare
     from tests.fakes_gate import RateBackend
 
-    compare(spec, gate_catalog(), argv=["t"], log=lambda m: None, make_backend=lambda s, p: RateBackend(p))
+    compare(
+        spec, gate_catalog(), argv=["t"], log=lambda m: None, make_backend=lambda s, m: RateBackend(m.path)
+    )
     ordered = ranked(build([load_run(twin / "results.json")]))
     assert [(rank, row.name) for rank, row in ordered] == [(1, "alpha"), (1, "zeta")]
 

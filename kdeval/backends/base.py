@@ -17,7 +17,7 @@ class GenerationSettings:
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
     seed: int = 0
-    dtype: str = "float32"
+    dtype: str = "auto"  # the checkpoint's own (resolved per model, kdeval.backends.local)
     max_model_len: int = 2048
     batch_size: int = 16  # transformers backend only; vLLM schedules its own batches
 

@@ -8,14 +8,19 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import torch
+from pydantic import BaseModel, ConfigDict, Field
 
-from kdeval.backends.base import GenerationSettings, ModelInfo, OnDone
+from kdeval.backends.base import Backend, GenerationSettings, ModelInfo, OnDone
 from kdeval.backends.prompting import PromptCodec, choice_sequence, fit_prompt
+from kdeval.backends.registry import BackendKind, Needs, ResolvedModel
 from kdeval.tasks import ChoiceRequest, GenerateRequest, Output, Request
 
 if TYPE_CHECKING:
+    import torch
     from transformers import GenerationConfig
+
+    from kdeval.config import ModelSpec, RunSpec
+    from kdeval.efficiency.probes import Engine
 
 T = TypeVar("T")
 
@@ -48,21 +53,28 @@ class HFBackend:
         use_chat_template: bool | None = None,
         trust_remote_code: bool = False,
         device: str | None = None,
+        device_map: str | None = None,
     ) -> None:
+        import torch
         from transformers import AutoModelForCausalLM, GenerationConfig
 
         self.settings = settings
         self.codec = PromptCodec.from_pretrained(
             path, use_chat_template=use_chat_template, trust_remote_code=trust_remote_code
         )
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        extra = {"device_map": device_map} if device_map else {}
         model: Any = AutoModelForCausalLM.from_pretrained(
-            path, dtype=settings.dtype, trust_remote_code=trust_remote_code
+            path, dtype=settings.dtype, trust_remote_code=trust_remote_code, **extra
         )
         # vLLM ignores the checkpoint's sampling defaults (top_k, repetition_penalty, ...) when
         # given explicit SamplingParams; a neutral config makes generate() do the same.
         model.generation_config = GenerationConfig()
-        self.model: Any = model.to(self.device).eval()
+        if device_map:  # accelerate placed the layers; inputs go where the embeddings are
+            self.device = str(model.get_input_embeddings().weight.device)
+        else:
+            self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+            model = model.to(self.device)
+        self.model: Any = model.eval()
         self.info = ModelInfo(
             chat_template=self.codec.chat_template_used,
             n_params=sum(p.numel() for p in model.parameters()),
@@ -76,6 +88,8 @@ class HFBackend:
         self._run_generate(generate, on_done)
 
     def close(self) -> None:
+        import torch
+
         self.model = None
         gc.collect()
         if torch.cuda.is_available():
@@ -92,6 +106,8 @@ class HFBackend:
                 self.codec.encode_text(text), req.max_tokens, self.settings.max_model_len
             )
             groups[(max_tokens, req.stop)].append(_Prompt(i, text, ids))
+        import torch
+
         n_batch = 0
         for (max_tokens, stop), prompts in groups.items():
             prompts.sort(key=lambda p: len(p.ids), reverse=True)  # similar lengths pad less
@@ -118,6 +134,8 @@ class HFBackend:
     def _generate_batch(
         self, rows: list[list[int]], max_tokens: int, stop: tuple[str, ...]
     ) -> list[list[int]]:
+        import torch
+
         ids, mask = self._left_pad(rows)
         with torch.inference_mode():
             out = self.model.generate(
@@ -170,6 +188,8 @@ class HFBackend:
 
     def _score_batch(self, batch: list[tuple[list[int], int]]) -> list[float]:
         """Sum of the continuation log-probs of each sequence (lm-eval's loglikelihood)."""
+        import torch
+
         ids, mask = self._left_pad([seq[:-1] for seq, _ in batch])
         # Left padding puts every continuation at the end, so only the last `keep` logits are
         # needed; explicit positions make padded rows see the same positions as unpadded ones.
@@ -188,6 +208,8 @@ class HFBackend:
         return scores
 
     def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.codec.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -210,3 +232,51 @@ def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
     step = max(1, size)
     for start in range(0, len(items), step):
         yield items[start : start + step]
+
+
+# -- the registry entry --------------------------------------------------------------------------
+
+
+class HFOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device: str | None = Field(None, description="cpu, cuda, cuda:1, mps (default: cuda when available)")
+    device_map: str | None = Field(
+        None, description="'auto': spread a model too big for one device over all of them (accelerate)"
+    )
+
+
+class HFKind(BackendKind):
+    name = "hf"
+    summary = "transformers in this process (batched generate; log-likelihood from the logits)"
+    Options = HFOptions
+    placement = frozenset({"device", "device_map"})
+
+    def resolve(self, model: ModelSpec, run: RunSpec, needs: Needs) -> ResolvedModel:
+        from kdeval.backends.local import resolve_local
+
+        return resolve_local(self, model, run, self.check_options(model))
+
+    def start(self, model: ResolvedModel, *, measuring: bool = False) -> Backend:
+        return HFBackend(
+            model.path,
+            model.settings,
+            use_chat_template=model.use_chat_template,
+            trust_remote_code=model.trust_remote_code,
+            **model.options,
+        )
+
+    def cost_engine(self, backend: Backend) -> Engine:
+        from kdeval.efficiency.engines import HFEngine
+
+        assert isinstance(backend, HFBackend)
+        return HFEngine(backend, backend.settings.temperature, backend.settings.seed)
+
+    def on_gpu(self, backend: Backend) -> bool:
+        return str(getattr(backend, "device", "")).startswith("cuda")
+
+    def kv_cache(self, backend: Backend) -> tuple[int | None, str]:
+        return None, "transformers allocates the KV cache per request: it is inside the peak, not reserved"
+
+
+KIND = HFKind()

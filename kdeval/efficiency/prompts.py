@@ -11,7 +11,7 @@ import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kdeval.datafiles import read_jsonl
 from kdeval.errors import UserError
@@ -108,19 +108,33 @@ def write(prompts: Sequence[Prompt], path: Path) -> None:
 
 
 def encode(
-    prompts: Sequence[Prompt], codec: PromptCodec, max_model_len: int, output_len: int
-) -> list[list[int]]:
-    """Token ids per prompt, left-truncated so prompt + output_len fit the context window."""
+    prompts: Sequence[Prompt], codec: PromptCodec | None, max_model_len: int, output_len: int
+) -> list[Any]:
+    """Token ids per prompt, left-truncated so prompt + output_len fit the context window.
+
+    A server without a local tokenizer (codec None) gets the prompts as text, rendered without a
+    chat template; token-id prompts need the tokenizer they were made with."""
     room = max_model_len - output_len
     if room < 1:
         raise UserError(
             f"--output-len {output_len} leaves no room for a prompt in --max-model-len {max_model_len}"
         )
+    if codec is None:
+        from kdeval.backends.prompting import render_plain
+
+        if any(isinstance(p, list) for p in prompts):
+            raise UserError(
+                "token-id prompts need the model's tokenizer", fix="give the model a tokenizer: option"
+            )
+        return [render_plain(p) for p in prompts if not isinstance(p, list)]
     ids = [p if isinstance(p, list) else codec.encode_text(codec.render(p)) for p in prompts]
     return [row[-room:] for row in ids]
 
 
-def cycle(prompts: list[list[int]], n: int) -> list[list[int]]:
+T = TypeVar("T")
+
+
+def cycle(prompts: list[T], n: int) -> list[T]:
     """n prompts, repeating the sample when it is shorter (prefix caching is off in the bench).
 
     >>> cycle([[1], [2]], 3)

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 # settings that do not change model outputs (batch size, by design) or are hashes of the rest
 IGNORED_SETTINGS = {"batch_size", "bootstrap_resamples", "settings_hash"}
 _TASK_KEYS = ("suite", "version", "data_hash", "prompt_hash", "n_examples")
+#: per-model entries that change outputs (options that only place or pace a model are left out)
+_MODEL_KEYS = ("backend", "dtype", "max_model_len", "output_options")
 
 
 Results = RunResult  # the name the gate and its pytest plugin use
@@ -140,9 +142,12 @@ def differences(base: LoadedRun, cand: LoadedRun, ma: str, mb: str, rules: Seque
     ]
     if not out and a.settings.get("settings_hash") != b.settings.get("settings_hash"):
         out.append(f"settings_hash {a.settings.get('settings_hash')} vs {b.settings.get('settings_hash')}")
-    chat = [next(m.get("chat_template") for m in r.models if m["name"] == n) for r, n in ((a, ma), (b, mb))]
-    if chat[0] != chat[1]:
-        out.append(f"chat template {chat[0]} vs {chat[1]}")
+    ea, eb = (next(m for m in r.models if m["name"] == n) for r, n in ((a, ma), (b, mb)))
+    if ea.get("chat_template") != eb.get("chat_template"):
+        out.append(f"chat template {ea.get('chat_template')} vs {eb.get('chat_template')}")
+    for key in _MODEL_KEYS:  # what the gated model's own backend settings change in its outputs
+        if ea.get(key) != eb.get(key):
+            out.append(f"{ma}'s {key.replace('_', ' ')} {ea.get(key)!r} vs {eb.get(key)!r}")
     scopes = {r.path.scope for r in rules if r.path.kind == "quality" and isinstance(r, Tolerance)}
     for scope in sorted(scopes):
         out += _task_differences(base, cand, scope)

@@ -155,11 +155,13 @@ def _check_inputs(args: argparse.Namespace, plan: _Plan, *, has_compare: bool) -
 def _run_compare(args: argparse.Namespace, plan: _Plan) -> Path:
     """Run gate.yaml's compare: section; its results.json is the candidate run."""
     from kdeval.gate import load_run
-    from kdeval.gate.config import precheck, run_compare
+    from kdeval.gate.config import DEFAULT_OUT, precheck, run_compare
 
     assert plan.loaded is not None and plan.loaded.config.compare is not None
     section, where = plan.loaded.config.compare, plan.loaded.where("compare")
-    spec = section.run_spec()
+    spec = section.run_spec(
+        default_out=DEFAULT_OUT, lines=plan.loaded.lines, file=plan.loaded.file, prefix=("compare",)
+    )
     if plan.baseline is not None and not args.compare_only:
         precheck(spec, load_run(plan.baseline).result, plan.options.model, where)
     print(f"kdeval gate: running the compare: of {where} into {spec.out}", file=sys.stderr, flush=True)

@@ -2,17 +2,17 @@
 
     baseline_results: runs/main/results.json   # the stored run to gate against (or --baseline)
     compare:                                   # makes the candidate run (unless --candidate)
-      models:                                  # name: path; teacher, baseline and distilled
-        teacher: checkpoints/teacher           # are roles, any other name is an extra model
-        distilled: checkpoints/student
+      models:                                  # name: path (or {path, backend, options}); teacher,
+        teacher: checkpoints/teacher           # baseline and distilled are roles, any other
+        distilled: checkpoints/student         # name is an extra model
       suites: [qa, math]                       # and/or tasks: [nli_synth]
       limit: 200
       backend: hf                              # default: vllm when it imports, else hf
       out: runs/current                        # results.json and samples/ of the candidate
       efficiency: true                         # the cost phase; latency/memory rules need it
 
-The other keys are `kdeval compare`'s settings under their RunSpec names (data, seed,
-temperature, top_p, dtype, max_model_len, batch_size, use_chat_template, trust_remote_code).
+The section is the run file of `kdeval compare --config` (kdeval.runconfig.RunConfig, one schema
+for both), so a teacher on a server or a student on parallel vLLM is written the same way.
 Paths are relative to the working directory, as on the command line. The run goes through
 `kdeval.compare.compare` with the installed suites, exactly as `kdeval compare` runs it.
 """
@@ -22,12 +22,11 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-
-from kdeval.config import ROLES, ModelSpec, RunSpec
+from kdeval.config import RunSpec
 from kdeval.errors import UserError
+from kdeval.runconfig import RunConfig
 
 if TYPE_CHECKING:
     from kdeval.plugins import Catalog
@@ -36,48 +35,10 @@ if TYPE_CHECKING:
 
 Log = Callable[[str], None]
 
-
-def _model_name(name: str) -> str:
-    ModelSpec(name=name, path=".")  # the CLI's rule for names, so both accept the same ones
-    return name
-
-
-class CompareSection(BaseModel):
-    """What `kdeval compare` would take as flags; unknown keys are errors, not ignored."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    models: dict[Annotated[str, AfterValidator(_model_name)], str] = Field(min_length=1)
-    suites: list[str] = Field(default_factory=list)
-    tasks: list[str] = Field(default_factory=list)
-    data: dict[str, str] = Field(default_factory=dict)
-    backend: Literal["vllm", "hf"] | None = None
-    limit: int | None = Field(None, ge=1)
-    out: Path = Path("runs/current")
-    efficiency: bool = True
-    seed: int = 0
-    temperature: float = Field(0.0, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    dtype: str = "float32"
-    max_model_len: int = Field(2048, ge=1)
-    batch_size: int = Field(16, ge=1)
-    use_chat_template: bool | None = None
-    trust_remote_code: bool = False
-
-    def run_spec(self) -> RunSpec:
-        """The RunSpec `kdeval compare` builds from the equivalent flags."""
-        models = [
-            ModelSpec(name=name, path=path, role=next((r for r in ROLES if r == name), "other"))
-            for name, path in self.models.items()
-        ]
-        settings = self.model_dump(exclude={"models", "backend", "efficiency"})
-        return RunSpec(models=models, backend=self.backend or _default_backend(), **settings)
-
-
-def _default_backend() -> Literal["vllm", "hf"]:
-    from kdeval.backends import vllm_available
-
-    return "vllm" if vllm_available() else "hf"
+#: gate.yaml's compare: section is a run file.
+CompareSection = RunConfig
+#: Where the candidate run goes when compare: names no out.
+DEFAULT_OUT = Path("runs/current")
 
 
 def precheck(spec: RunSpec, baseline: RunResult, model: str | None, where: str) -> None:

@@ -237,6 +237,6 @@ def _config_error(exc: ValidationError, file: Path, lines: dict[tuple[str | int,
     msg = str(err["msg"]).removeprefix("Value error, ")
     what = f"unknown key '{key}'" if err["type"] == "extra_forbidden" else f"{key}: {msg}"
     section = CompareSection if loc[:1] == ("compare",) and len(loc) > 1 else GateConfig
-    keys = ", ".join(section.model_fields)
+    keys = ", ".join(CompareSection.keys() if section is CompareSection else GateConfig.model_fields)
     fix = f"compare: keys: {keys}" if section is CompareSection else f"keys: {keys}"
     return UserError(what, where=f"{file}:{line_of(lines, loc)}", fix=fix)

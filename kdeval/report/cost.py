@@ -137,13 +137,18 @@ def _model_row(name: str, fig: Figures | None, quality: float | None) -> list[st
         else " / ".join(_fmt(_get(fig, "latency_ms", k)) for k in ("p50", "p90", "p99"))
     )
     params = fig.get("n_params")
+    unknown = "remote" if fig.get("remote") else "—"  # a server's memory is not measurable here
+
+    def cell(x: float | None, spec: str = ".1f") -> str:
+        return unknown if x is None else format(x, spec)
+
     return [
         name,
-        f"{params:,}" if isinstance(params, int) else "—",
-        _fmt(_get(fig, "memory_mib", "weights")),
-        _fmt(_get(fig, "memory_mib", "peak")),
-        _fmt(_get(fig, "memory_mib", "kv_cache")),
-        _fmt(fig.get("startup_s")),
+        f"{params:,}" if isinstance(params, int) else unknown,
+        cell(_get(fig, "memory_mib", "weights")),
+        cell(_get(fig, "memory_mib", "peak")),
+        cell(_get(fig, "memory_mib", "kv_cache")),
+        cell(fig.get("startup_s")),
         lat,
         _spread(fig),
         _fmt(_get(fig, "ttft_ms", "p50"), ".2f"),

@@ -3,6 +3,8 @@ gap closed and agreement of the distilled student against the teacher."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from kdeval.report.cost import render_section as cost_section
 from kdeval.results import Comparison, RunResult
 
@@ -130,17 +132,38 @@ def _quality_table(r: RunResult, models: list[str], used: list[str]) -> str:
 
 def _models_table(r: RunResult) -> str:
     rows = [
-        "| model | role | path | parameters | chat template | requests run / reused | fingerprint |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| model | role | backend | path | dtype | parameters | chat template | requests run / reused "
+        "| fingerprint |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for m in sorted(r.models, key=lambda m: ROLE_ORDER.get(m["role"], 3)):
-        params = f"{m['n_params']:,}" if m.get("n_params") else "—"
+        remote = bool(m.get("remote"))
+        params = f"{m['n_params']:,}" if m.get("n_params") else "remote" if remote else "—"
         chat = {True: "yes", False: "no"}.get(m.get("chat_template"), "—")  # type: ignore[arg-type]
         rows.append(
-            f"| {m['name']} | {m['role']} | `{m['path']}` | {params} | {chat} | "
-            f"{m.get('computed', 0)} / {m.get('reused', 0)} | `{m['fingerprint']}` |"
+            f"| {m['name']} | {m['role']} | {_backend_cell(m)} | {_path_cell(m)} | {m.get('dtype') or '—'} | "
+            f"{params} | {chat} | {m.get('computed', 0)} / {m.get('reused', 0)} | `{m['fingerprint']}` |"
         )
     return "\n".join(rows)
+
+
+def _backend_cell(m: dict[str, Any]) -> str:
+    """The backend and the options that shape the run (the server's address is in the path)."""
+    opts = m.get("options") or {}
+    shown = {k: v for k, v in opts.items() if k not in _QUIET_OPTIONS and v not in (None, {}, "")}
+    extra = ", ".join(f"{k}={v}" for k, v in sorted(shown.items()))
+    return f"`{m.get('backend', '?')}`" + (f" ({extra})" if extra else "")
+
+
+#: Options not worth a report cell: the address is in the path; defaults of the openai backend.
+_QUIET_OPTIONS = {"base_url", "server", "endpoint", "max_retries", "timeout"}
+
+
+def _path_cell(m: dict[str, Any]) -> str:
+    if not m.get("remote"):
+        return f"`{m['path']}`"
+    served = (m.get("server") or {}).get("model")
+    return f"remote: `{m['path']}`" + (f" serving `{served}`" if served else "")
 
 
 def _tasks_table(r: RunResult) -> str:
