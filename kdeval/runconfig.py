@@ -155,7 +155,8 @@ def _model_spec(
         err = exc.errors()[0]
         msg = str(err["msg"]).removeprefix("Value error, ")
         key = ".".join(str(x) for x in err["loc"])
-        raise UserError(f"model '{name}'{': ' + key if key else ''}: {msg}", where=where.get("")) from None
+        at = where.get(key) or where.get("")
+        raise UserError(f"model '{name}'{': ' + key if key else ''}: {msg}", where=at) from None
 
 
 def load_run_config(file: Path) -> tuple[RunConfig, Lines]:

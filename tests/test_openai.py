@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from kdeval.backends import vllm_available
 from kdeval.cli import main
@@ -208,3 +209,99 @@ def test_a_killed_server_stops_the_run_and_the_same_command_resumes(
         f"teacher: stage 1: {done} of 150 requests reused from the store, {150 - done} to run" in again.stderr
     )
 
+
+# -- the trainer with a served teacher ------------------------------------------------------------
+
+PAIRS = [(f"What is {a} plus {b}?", f" {a + b}") for a, b in [(1, 2), (3, 4), (2, 2), (5, 1), (6, 3), (4, 4)]]
+
+
+def _train_file(tmp: Path, responses: bool = True) -> str:
+    f = tmp / "train.jsonl"
+    rows = [{"prompt": p, **({"response": r} if responses else {})} for p, r in PAIRS]
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(f)
+
+
+def _distill(tmp: Path, student: Path, **kw: Any) -> Any:
+    from kdeval.distill import make_config
+
+    values = {
+        "student": str(student),
+        "lr": 1e-3,
+        "batch_size": 2,
+        "grad_accum": 1,
+        "epochs": 1,
+        "max_len": 32,
+    }
+    return make_config({**values, "checkpoint_every": 0, **kw})
+
+
+def test_seqkd_from_a_served_teacher_writes_what_the_teacher_says(
+    vllm_server: VLLMServer, tiny_model_dir: Path, tiny_model_dir_b: Path, tmp_path: Path
+) -> None:
+    from kdeval.backends import load_backend
+    from kdeval.backends.base import GenerationSettings
+    from kdeval.distill import train
+    from kdeval.tasks import GenerateRequest, user_turn
+
+    cfg = _distill(
+        tmp_path, tiny_model_dir_b, method="seqkd", teacher=vllm_server.base_url, teacher_max_tokens=8,
+        train=_train_file(tmp_path, responses=False), out=str(tmp_path / "out"),
+    )  # fmt: skip
+    train(cfg, progress=False)
+    answers = {r["id"]: r["response"] for r in map(json.loads, cfg.responses_path().read_text().splitlines())}
+    local = load_backend("hf", str(tiny_model_dir), GenerationSettings(dtype="float32"))
+    texts: dict[int, str] = {}
+    local.run(
+        [GenerateRequest(user_turn(p), max_tokens=8) for p, _ in PAIRS],
+        lambda i, o: texts.update({i: o.text}),
+    )
+    local.close()
+    assert sorted(answers.values()) == sorted(texts.values())  # the server's greedy answers, as offline
+
+
+def test_a_topk_cache_from_the_server_matches_the_teacher_loaded_here(
+    vllm_server: VLLMServer, tiny_model_dir: Path, tiny_model_dir_b: Path, tmp_path: Path
+) -> None:
+    """--topk K with a URL teacher: vLLM's prompt_logprobs=K fill the same cache the trainer builds
+    from the teacher's own logits (temperature 1)."""
+    from kdeval.distill import train
+    from kdeval.distill.topk import META, TopkCache
+
+    data = _train_file(tmp_path)
+    common = {"method": "kd", "topk": 8, "train": data}
+    served = _distill(
+        tmp_path, tiny_model_dir_b, teacher=vllm_server.base_url, out=str(tmp_path / "s"), **common
+    )
+    local = _distill(
+        tmp_path, tiny_model_dir_b, teacher=str(tiny_model_dir), out=str(tmp_path / "l"), **common
+    )
+    a, b = train(served, progress=False), train(local, progress=False)
+    caches = [TopkCache(c.topk_dir(), json.loads((c.topk_dir() / META).read_text())) for c in (served, local)]
+    assert len(caches[0]) == len(caches[1]) == len(PAIRS)
+    for i in range(len(PAIRS)):
+        (si, sl), (li, ll) = caches[0].rows(i), caches[1].rows(i)
+        assert si.shape == li.shape and sl.shape == ll.shape
+        assert (si == li).float().mean() > 0.95  # ties at the k-th place may swap
+        assert torch.allclose(sl[:, 0], ll[:, 0], atol=1e-3) and torch.allclose(
+            sl[:, -1], ll[:, -1], atol=1e-3
+        )
+    assert abs(a.final_loss - b.final_loss) < 1e-2
+
+
+def test_logit_distillation_from_a_server_needs_topk(tiny_model_dir_b: Path, tmp_path: Path) -> None:
+    from kdeval.errors import UserError
+
+    with pytest.raises(UserError, match="served teacher needs --topk K"):
+        _distill(tmp_path, tiny_model_dir_b, method="kd", teacher="http://127.0.0.1:9/v1", train="x", out="o")
+    with pytest.raises(UserError, match="needs temperature 1"):
+        _distill(
+            tmp_path,
+            tiny_model_dir_b,
+            method="kd",
+            topk=4,
+            temperature=2.0,
+            teacher="http://h/v1",
+            train="x",
+            out="o",
+        )

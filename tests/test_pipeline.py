@@ -163,3 +163,30 @@ def test_run_end_to_end(
     assert run(parse(["run", str(file), "--quiet"])) == 0
     again = json.loads((out / "compare" / "results.json").read_text())
     assert all(m["computed"] == 0 for m in again["models"])
+
+
+def test_the_teacher_can_be_a_server_as_in_a_run_file(tmp_path: Path) -> None:
+    """pipeline.yaml's teacher takes a run file's model entry: the trainer and compare both use it."""
+    from kdeval.distill.pipeline import compare_spec, distill_config
+
+    text = MINIMAL.replace(
+        "teacher: {teacher}",
+        "teacher:\n  backend: openai\n  options:\n    base_url: http://127.0.0.1:9/v1\n    concurrency: 4",
+    ).replace("method: kd", "method: seqkd")
+    p, lines = load_pipeline(write(tmp_path, text))
+    cfg = distill_config(p, tmp_path / "pipeline.yaml", lines, "train.jsonl")
+    assert cfg.teacher == "http://127.0.0.1:9/v1" and cfg.teacher_backend == "openai"
+    assert cfg.teacher_options["concurrency"] == 4
+    spec = compare_spec(p, "d", "b", tmp_path / "pipeline.yaml", lines)
+    teacher = spec.models[0]
+    assert (
+        teacher.backend == "openai"
+        and teacher.where_of("options.concurrency") == f"{tmp_path / 'pipeline.yaml'}:5"
+    )
+
+
+def test_a_bad_teacher_entry_is_refused_before_training(tmp_path: Path) -> None:
+    text = MINIMAL.replace("teacher: {teacher}", "teacher:\n  path: t\n  backend: vllm\n  dtype: fp12")
+    text = text.replace("method: kd", "method: seqkd")
+    with pytest.raises(UserError, match=r"pipeline.yaml:4: model 'teacher': dtype: unknown dtype 'fp12'"):
+        load_pipeline(write(tmp_path, text))

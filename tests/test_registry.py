@@ -118,7 +118,7 @@ def test_placement_options_reuse_the_store_and_output_options_do_not(scripted: N
             "scripted option 'workers' of model 'm': Input should be a valid integer",
         ),
         ("models:\n  m:\n    path: CKPT\n    backend: onnx\n", 4, "unknown backend 'onnx'"),
-        ("models:\n  m:\n    path: CKPT\n    dtype: fp12\n", 2, "unknown dtype 'fp12'"),
+        ("models:\n  m:\n    path: CKPT\n    dtype: fp12\n", 4, "unknown dtype 'fp12'"),
         ("models:\n  m: {path: CKPT}\n  a b: {path: CKPT}\n", 3, "models.a b"),
     ],
 )

@@ -300,7 +300,7 @@ def test_resume_after_kill_9(models: dict[str, Path], tmp_path: Path) -> None:
     kw = {"method": "kd", "epochs": 3, "batch_size": 1, "grad_accum": 1, "checkpoint_every": 2}
     full = train(_cfg(models, tmp_path / "full", **kw), progress=False)
     cfg = _cfg(models, tmp_path / "killed", **kw)
-    args = [f"{k}={v}" for k, v in cfg.model_dump().items() if v is not None]
+    args = [f"{k}={v}" for k, v in cfg.model_dump().items() if v not in (None, {})]
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # same float reductions
     child = subprocess.Popen([sys.executable, "-c", _CHILD, *args], cwd=Path(__file__).parent.parent, env=env)
     deadline = time.monotonic() + 120
@@ -366,3 +366,29 @@ def test_topk_cache_rows_are_the_same_across_shards(models: dict[str, Path], tmp
         assert ia.shape == (e.n_response, 5) and lb.shape == (e.n_response, 6)
         assert torch.equal(ia, ib)
         torch.testing.assert_close(la, lb)
+
+
+def test_a_topk_cache_build_that_dies_keeps_its_finished_shards(tmp_path: Path) -> None:
+    from kdeval.distill.topk import META, write_cache
+
+    calls: list[int] = []
+
+    def rows_of(first: int, last: int, fail_at: int | None = None) -> tuple[torch.Tensor, ...]:
+        calls.append(first)
+        if first == fail_at:
+            raise RuntimeError("killed")
+        n = last - first  # one token row per example
+        rows = torch.arange(first, last, dtype=torch.float32)[:, None].expand(n, 3).contiguous()
+        return torch.zeros(n, 2, dtype=torch.int32), rows, torch.arange(n + 1, dtype=torch.int64)
+
+    identity = {"k": 2, "teacher": "t"}
+    with pytest.raises(RuntimeError, match="killed"):
+        write_cache(tmp_path, identity, 10, lambda a, b: rows_of(a, b, fail_at=4), shard_examples=2)
+    assert calls == [0, 2, 4] and not (tmp_path / META).exists()  # incomplete: no meta
+    calls.clear()
+    cache = write_cache(tmp_path, identity, 10, rows_of, shard_examples=2)
+    assert calls == [4, 6, 8]  # the two finished shards were kept
+    assert [float(cache.rows(i)[1][0, 0]) for i in range(10)] == [float(i) for i in range(10)]
+    calls.clear()
+    write_cache(tmp_path, {**identity, "teacher": "other"}, 10, rows_of, shard_examples=2)
+    assert calls == [0, 2, 4, 6, 8]  # another teacher's shards are not reused

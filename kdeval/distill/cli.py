@@ -92,6 +92,10 @@ def _distill_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, default=None, metavar="YAML", help="settings file (flags win)")
     p.add_argument("--chat-template", choices=["auto", "on", "off"], default=None)
     p.add_argument("--trust-remote-code", action="store_true", default=None)
+    p.add_argument(
+        "--teacher-option", action="append", default=[], metavar="KEY=VALUE",
+        help="an option of the teacher's backend (repeatable): concurrency=64, tensor_parallel_size=8",
+    )  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue OUT's run from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -100,6 +104,10 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
     overrides = {field: getattr(args, field) for field, _ in _FLAGS.values()}
     overrides["method"] = args.method
     overrides["trust_remote_code"] = args.trust_remote_code
+    if args.teacher_option:
+        from kdeval.config import parse_options
+
+        overrides["teacher_options"] = parse_options(args.teacher_option, "--teacher-option")
     if args.chat_template is not None:
         overrides["use_chat_template"] = {"auto": None, "on": True, "off": False}[args.chat_template]
     cfg = load_config(args.config, overrides)

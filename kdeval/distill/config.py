@@ -32,7 +32,9 @@ class DistillConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     student: str = Field(description="student model directory (or hub id): the starting weights")
-    teacher: str | None = Field(None, description="teacher model directory (or hub id)")
+    teacher: str | None = Field(
+        None, description="teacher model directory, hub id, or OpenAI-compatible server URL"
+    )
     train: str = Field(description="JSONL of prompts and, where present, responses")
     valid: str | None = Field(None, description="JSONL with responses; its response CE is logged per epoch")
     out: str = Field(
@@ -68,8 +70,13 @@ class DistillConfig(BaseModel):
     teacher_responses: str | None = Field(
         None, description="JSONL cache (default: OUT/teacher_responses.jsonl)"
     )
-    teacher_backend: Literal["hf", "vllm"] | None = Field(
-        None, description="seqkd: backend that generates (default: vllm when it imports, else hf)"
+    teacher_backend: str | None = Field(
+        None,
+        description="backend that serves the teacher for seqkd answers and a --topk cache (vllm, hf, "
+        "openai; default: openai for a URL, else vllm when it imports for seqkd and transformers for logits)",
+    )
+    teacher_options: dict[str, Any] = Field(
+        default_factory=dict, description="the teacher backend's options (as in a run file's model entry)"
     )
     teacher_max_tokens: int = Field(256, ge=1, description="seqkd: longest teacher answer, in tokens")
 
@@ -79,7 +86,24 @@ class DistillConfig(BaseModel):
             raise ValueError(f"method '{self.method}' needs a teacher (--teacher PATH)")
         if self.topk is not None and self.method not in TOKEN_METHODS:
             raise ValueError(f"topk applies to {', '.join(TOKEN_METHODS)} only, not '{self.method}'")
+        if self.method in TOKEN_METHODS and self.topk is None and self.teacher_served():
+            raise ValueError(
+                f"method '{self.method}' with a served teacher needs --topk K: a server returns the "
+                "top-k log-probs of each token, never the whole distribution"
+            )
+        if self.topk is not None and self.teacher_served() and self.temperature != 1.0:
+            raise ValueError(
+                "a top-k cache from a served teacher needs temperature 1: servers return log-probs at "
+                "temperature 1, and softening them needs the whole distribution"
+            )
         return self
+
+    def teacher_served(self) -> bool:
+        """Whether the teacher is reached through a kdeval backend rather than loaded for training:
+        a server URL, or a backend named explicitly."""
+        from kdeval.config import is_url
+
+        return is_url(self.teacher) or self.teacher_backend not in (None, "hf")
 
     @property
     def out_dir(self) -> Path:

@@ -31,8 +31,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from kdeval.config import RunSpec
 from kdeval.distill.config import DistillConfig
 from kdeval.errors import UserError
+from kdeval.runconfig import CompareSettings, Entry, ModelEntry
 from kdeval.yamlfile import Lines, line_of, read_yaml
 
 Family = Literal["nli", "qa", "math", "summarization", "conversation"]
@@ -47,26 +49,18 @@ class DataSection(BaseModel):
     valid: str | None = None
 
 
-class CompareSection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CompareSection(CompareSettings):
+    """`kdeval compare`'s settings (the run file's schema); the models come from the pipeline."""
 
-    suites: list[str] = Field(default_factory=list)
-    tasks: list[str] = Field(default_factory=list)
-    data: dict[str, str] = Field(default_factory=dict)
     baseline: str | None = Field(
         default=None, description="model path, 'sft', or None (the untouched student)"
     )
-    limit: int | None = Field(default=None, ge=1)
-    backend: Literal["vllm", "hf"] | None = None
-    max_model_len: int = Field(default=2048, ge=16)
-    efficiency: bool = Field(default=True, description="measure latency, throughput and memory too")
-    out: str | None = Field(default=None, description="default: OUT/compare")
 
 
 class Pipeline(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    teacher: str
+    teacher: Entry = Field(description="a path, hub id or server URL, or a model entry as in a run file")
     student: str
     task_type: Family | None = Field(
         default=None, description="what the student is for; default suite to compare"
@@ -105,6 +99,7 @@ def load_pipeline(file: Path) -> tuple[Pipeline, Lines]:
     except ValidationError as exc:
         raise _validation_error(exc, file, lines, ()) from None
     distill_config(pipeline, file, lines, pipeline.data.train)  # hyperparameter errors surface now
+    compare_spec(pipeline, "distilled", "baseline", file, lines)  # and the comparison's, before training
     return pipeline, lines
 
 
@@ -112,10 +107,11 @@ def distill_config(
     p: Pipeline, file: Path, lines: Lines, train: str, *, out: str | None = None, sft: bool = False
 ) -> DistillConfig:
     """The `distill:` section plus the top-level paths; `sft` makes the gold-only baseline job."""
-    values: dict[str, Any] = {**p.distill, "student": p.student, "teacher": p.teacher, "train": train}
+    values: dict[str, Any] = {**p.distill, "student": p.student, "train": train, **_teacher_fields(p.teacher)}
     values.update(valid=p.data.valid, out=out or str(Path(p.out) / "distilled"))
     if sft:  # same hyperparameters, no teacher: the fair baseline
-        values.update(method="sft", teacher=None, topk=None, topk_cache=None)
+        values.update(method="sft", teacher=None, teacher_backend=None, teacher_options={})
+        values.update(topk=None, topk_cache=None)
     for key in _TOP_LEVEL:
         if key in p.distill:
             raise UserError(
@@ -127,6 +123,12 @@ def distill_config(
         return DistillConfig.model_validate(values)
     except ValidationError as exc:
         raise _validation_error(exc, file, lines, ("distill",)) from None
+
+
+def _teacher_fields(t: ModelEntry) -> dict[str, Any]:
+    """The distill settings that say where the teacher is and how it is served."""
+    path = t.path or t.options.get("base_url")
+    return {"teacher": path, "teacher_backend": t.backend, "teacher_options": t.options}
 
 
 def run_pipeline(file: Path, *, progress: bool = True, log: Callable[[str], None] | None = None) -> Path:
@@ -164,32 +166,43 @@ def _baseline(
     return cfg.out
 
 
+def compare_spec(p: Pipeline, distilled: str, baseline: str, file: Path, lines: Lines) -> RunSpec:
+    """The comparison as a run file would say it: the teacher entry, the two students, `compare:`'s
+    settings (one schema with `kdeval compare --config`); errors point at the pipeline file's lines."""
+    models = {
+        "teacher": p.teacher,
+        "baseline": ModelEntry(path=baseline),
+        "distilled": ModelEntry(path=distilled),
+    }
+    suites = p.compare.suites or ([p.task_type] if p.task_type and not p.compare.tasks else [])
+    settings = p.compare.model_copy(update={"suites": suites})
+    # the run file's key paths: models.teacher.* is the pipeline's teacher.*, settings are compare.*
+    as_run = {("models", *k): n for k, n in lines.items() if k[:1] == ("teacher",)}
+    as_run |= {k[1:]: n for k, n in lines.items() if k[:1] == ("compare",) and len(k) > 1}
+    return settings.spec_for(models, default_out=Path(p.out) / "compare", lines=as_run, file=file)
+
+
+def read_yaml_lines(file: Path) -> Lines:
+    return read_yaml(file, missing="pipeline file not found", fix="pass an existing YAML file")[1]
+
+
 def _compare(
     p: Pipeline, distilled: str, baseline: str, file: Path, say: Callable[[str], None], progress: bool
 ) -> Path:
-    from kdeval.backends import vllm_available
     from kdeval.compare import compare
-    from kdeval.config import ModelSpec, RunSpec
     from kdeval.distill.demo import tqdm_progress
     from kdeval.efficiency.bench import BenchConfig
     from kdeval.plugins import load_catalog
 
     c = p.compare
-    models = {"teacher": p.teacher, "baseline": baseline, "distilled": distilled}
-    spec = RunSpec.model_validate(
-        {
-            "models": [
-                ModelSpec.model_validate({"name": r, "path": m, "role": r}) for r, m in models.items()
-            ],
-            "suites": c.suites or ([p.task_type] if p.task_type and not c.tasks else []),
-            "tasks": c.tasks,
-            "data": c.data,
-            "backend": c.backend or ("vllm" if vllm_available() else "hf"),
-            "limit": c.limit,
-            "max_model_len": c.max_model_len,
-            "out": Path(c.out or Path(p.out) / "compare"),
-        }
-    )
+    models = {
+        "teacher": p.teacher,
+        "baseline": ModelEntry(path=baseline),
+        "distilled": ModelEntry(path=distilled),
+    }
+    suites = c.suites or ([p.task_type] if p.task_type and not c.tasks else [])
+    settings = c.model_copy(update={"suites": suites})
+    spec = settings.spec_for(models, default_out=Path(p.out) / "compare", file=file, prefix=("compare",))
     say(f"compare: teacher / baseline / distilled ({spec.backend}) -> {spec.out}")
     compare(
         spec,

@@ -14,7 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from kdeval.backends.base import GenerationSettings
-from kdeval.config import digest, model_fingerprint
+from kdeval.backends.registry import Needs, ResolvedModel
+from kdeval.config import digest
 from kdeval.distill.config import DistillConfig
 from kdeval.distill.data import PromptRecord
 from kdeval.tasks import GenerateRequest, Output
@@ -22,7 +23,30 @@ from kdeval.tasks import GenerateRequest, Output
 
 def generation_settings(cfg: DistillConfig) -> GenerationSettings:
     return GenerationSettings(
-        temperature=0.0, seed=cfg.seed, max_model_len=max(cfg.max_len, 2 * cfg.teacher_max_tokens)
+        temperature=0.0,
+        seed=cfg.seed,
+        dtype="auto",
+        max_model_len=max(cfg.max_len, 2 * cfg.teacher_max_tokens),
+    )
+
+
+def teacher_model(cfg: DistillConfig, needs: Needs = frozenset({"generate"})) -> ResolvedModel:
+    """The teacher as kdeval's backends serve it: a server (URL), a parallel vLLM engine, or
+    transformers, checked the way `compare` checks a model (options, server, tokenizer)."""
+    from kdeval.backends import default_backend, resolve_path
+    from kdeval.config import is_url
+
+    assert cfg.teacher is not None
+    return resolve_path(
+        cfg.teacher_backend or ("openai" if is_url(cfg.teacher) else default_backend()),
+        cfg.teacher,
+        generation_settings(cfg),
+        use_chat_template=cfg.use_chat_template,
+        trust_remote_code=cfg.trust_remote_code,
+        options=cfg.teacher_options,
+        needs=needs,
+        name="teacher",
+        role="teacher",
     )
 
 
@@ -30,10 +54,10 @@ def teacher_responses(
     cfg: DistillConfig, records: Sequence[PromptRecord], *, progress: bool = True
 ) -> list[PromptRecord]:
     """`records` with `response` replaced by the teacher's answer (generated, or from the cache)."""
-    assert cfg.teacher is not None
-    settings = generation_settings(cfg)
+    teacher = teacher_model(cfg)
+    settings = teacher.settings
     scope = {
-        "teacher": model_fingerprint(cfg.teacher),
+        "teacher": teacher.fingerprint,
         "settings": settings.__dict__,
         "max_tokens": cfg.teacher_max_tokens,
         "chat": cfg.use_chat_template,
@@ -43,7 +67,7 @@ def teacher_responses(
     cached = read_cache(path)
     todo = [i for i, k in enumerate(keys) if k not in cached]
     if todo:
-        _generate(cfg, settings, [records[i] for i in todo], [keys[i] for i in todo], path, cached, progress)
+        _generate(cfg, teacher, [records[i] for i in todo], [keys[i] for i in todo], path, cached, progress)
     return [replace(r, response=cached[k]) for r, k in zip(records, keys, strict=True)]
 
 
@@ -63,7 +87,7 @@ def read_cache(path: Path) -> dict[str, str]:
 
 def _generate(
     cfg: DistillConfig,
-    settings: GenerationSettings,
+    teacher: ResolvedModel,
     records: Sequence[PromptRecord],
     keys: Sequence[str],
     path: Path,
@@ -74,18 +98,8 @@ def _generate(
 
     from tqdm import tqdm
 
-    from kdeval.backends import load_backend, vllm_available
-
-    assert cfg.teacher is not None
     requests = [GenerateRequest(messages=r.messages, max_tokens=cfg.teacher_max_tokens) for r in records]
-    kind = cfg.teacher_backend or ("vllm" if vllm_available() else "hf")
-    backend = load_backend(
-        kind,
-        cfg.teacher,
-        settings,
-        use_chat_template=cfg.use_chat_template,
-        trust_remote_code=cfg.trust_remote_code,
-    )
+    backend = teacher.kind().start(teacher)
     path.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(requests), desc="teacher answers", unit="req", disable=not progress, file=sys.stderr)
     try:

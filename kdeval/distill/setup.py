@@ -51,11 +51,11 @@ def loss_spec(cfg: DistillConfig) -> LossSpec:
 
 def check_inputs(cfg: DistillConfig) -> None:
     """Paths first: a typo should cost a second, not a model load."""
-    from kdeval.config import ModelSpec, check_model_path
+    from kdeval.config import ModelSpec, check_model_path, is_url
 
     for role in ("student", "teacher"):
         path = getattr(cfg, role)
-        if path is not None:
+        if path is not None and not is_url(path):  # a server is checked when it is first asked
             check_model_path(ModelSpec(name=role, path=path))
     for flag, path in (("--train", cfg.train), ("--valid", cfg.valid)):
         if path is not None and not Path(path).is_file():
@@ -103,6 +103,8 @@ def _teacher_source(
     """(real vocabulary size, teacher source) after the vocabulary guard."""
     if cfg.method not in TOKEN_METHODS or cfg.teacher is None:
         return vocab_size(tokenizer, student), None
+    if cfg.teacher_served():
+        return _served_topk_cache(cfg, tokenizer, student, train, progress)
     teacher_tok = load_tokenizer(cfg.teacher, trust_remote_code=cfg.trust_remote_code)
     if cfg.topk is None:
         teacher = load_model(cfg.teacher, trust_remote_code=cfg.trust_remote_code)
@@ -126,14 +128,7 @@ def _topk_cache(
     from kdeval.config import model_fingerprint
 
     assert cfg.teacher is not None and cfg.topk is not None
-    identity = {
-        "format": FORMAT,
-        "k": cfg.topk,
-        "temperature": cfg.temperature,
-        "vocab": vocab,
-        "data": fingerprint(train),
-        "teacher": model_fingerprint(cfg.teacher),
-    }
+    identity = _cache_identity(cfg, vocab, train, model_fingerprint(cfg.teacher))
     folder = cfg.topk_dir()
     cache = open_cache(folder, identity)
     if cache is not None:
@@ -150,6 +145,62 @@ def _topk_cache(
     del teacher  # training never needs it again: its memory goes back before the student trains
     gc.collect()
     return cache
+
+
+def _served_topk_cache(
+    cfg: DistillConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    student: PreTrainedModel,
+    train: list[TokenizedExample],
+    progress: bool,
+) -> tuple[int, TeacherSource]:
+    """The top-k cache filled by a teacher that never enters training memory: a server (vLLM's
+    prompt_logprobs with token ids) or a vLLM engine, through kdeval's backends."""
+    from kdeval.config import digest
+    from kdeval.distill.seqkd import teacher_model
+    from kdeval.distill.topk import build_cache_from_backend
+
+    assert cfg.topk is not None
+    teacher = teacher_model(cfg, needs=frozenset({"topk"}))
+    source = teacher.facts.get("tokenizer") or teacher.path
+    teacher_tok = load_tokenizer(source, trust_remote_code=cfg.trust_remote_code)
+    vocab = vocab_size(tokenizer, student, teacher_tok, None, cfg.teacher or source)
+    identity = _cache_identity(
+        cfg, vocab, train, teacher.fingerprint, f"{teacher.backend}:{digest(teacher.output_options)}"
+    )
+    folder = cfg.topk_dir()
+    cache = open_cache(folder, identity)
+    if cache is not None:
+        return vocab, cache
+    backend = teacher.kind().start(teacher)
+    if not hasattr(backend, "prompt_topk"):
+        backend.close()
+        raise UserError(
+            f"the {teacher.backend} backend cannot give the teacher's top-k log-probs",
+            fix="serve the teacher with vLLM (a URL or teacher_backend: vllm), or drop --teacher-backend",
+        )
+    bar = _bar(len(train), progress)
+    try:
+        cache = build_cache_from_backend(backend, train, folder, identity, progress=bar.update)  # type: ignore[arg-type]
+    finally:
+        bar.close()
+        backend.close()
+    return vocab, cache
+
+
+def _cache_identity(
+    cfg: DistillConfig, vocab: int, train: list[TokenizedExample], teacher: str, source: str | None = None
+) -> dict[str, Any]:
+    """What a top-k cache was built for; a cache for anything else is rebuilt."""
+    identity = {
+        "format": FORMAT,
+        "k": cfg.topk,
+        "temperature": cfg.temperature,
+        "vocab": vocab,
+        "data": fingerprint(train),
+        "teacher": teacher,
+    }
+    return identity if source is None else {**identity, "source": source}
 
 
 def _bar(total: int, enabled: bool) -> Any:
