@@ -67,6 +67,7 @@ def measure_model(
             engine = engines.for_backend(kind, backend, settings)
             figures = run_probes(engine, latency, batch, cfg.probe(), sampler)
             on_gpu, info = engines.on_gpu(kind, backend), backend.info
+            engine_settings = engines.settings(kind, backend)
             kv, kv_note = engines.kv_cache(kind, backend)
         finally:
             backend.close()
@@ -95,6 +96,7 @@ def measure_model(
             "temperature": settings.temperature,
             "prefix_caching": False,
         },
+        "engine": engine_settings,
         "notes": notes,
         "machine": machine,
         "versions": versions(),
