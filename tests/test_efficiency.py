@@ -116,7 +116,7 @@ PROMPTS = [[1] * n for n in (1, 2, 3, 4)]
 def test_probes_figures_from_a_scripted_engine() -> None:
     eng, rec = ScriptedEngine(), Recorder()
     fig = run_probes(eng, PROMPTS, PROMPTS * 2, ProbeConfig(output_len=10, warmup=2, repeats=3), rec)
-    assert eng.calls[:3] == ["one", "one", "all"]  # warm-up: batch-1 requests, then one batch
+    assert eng.calls[:3] == ["one", "one", "all"]  # warm-up: batch-1 requests, then the full batch
     assert fig["latency_ms"]["p50"] == pytest.approx(35.0) and fig["latency_ms"]["p99"] <= 50.0
     assert fig["ttft_ms"]["p50"] == pytest.approx(25.0)
     assert fig["tpot_ms"]["mean"] == pytest.approx(10 / 9, abs=1e-3)  # (e2e - ttft) / (10 - 1) = 10 ms / 9
@@ -130,7 +130,8 @@ def test_probes_figures_from_a_scripted_engine() -> None:
     }
     assert fig["output_tokens"] == {"min": 10, "max": 10, "requested": 10}
     assert fig["repeats"]["n"] == 3 and not fig["noisy"] and fig["warnings"] == []
-    assert rec.events == ["pause", "resume"] * 3  # no /proc sampling while latency is timed
+    assert rec.events == ["pause", "resume"]  # no /proc sampling while anything is timed
+    assert eng.batches == 4  # the warm-up's full batch (what the sampler sees), then 3 timed
 
 
 def test_ttft_falls_back_to_a_separate_first_token_request() -> None:

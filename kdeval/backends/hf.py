@@ -278,5 +278,13 @@ class HFKind(BackendKind):
     def kv_cache(self, backend: Backend) -> tuple[int | None, str]:
         return None, "transformers allocates the KV cache per request: it is inside the peak, not reserved"
 
+    def engine_settings(self, backend: Backend) -> dict[str, Any]:
+        assert isinstance(backend, HFBackend)
+        return {
+            "dtype": backend.info.dtype,
+            "batch_size": backend.settings.batch_size,
+            "device": backend.device,
+        }
+
 
 KIND = HFKind()

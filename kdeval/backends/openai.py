@@ -194,6 +194,12 @@ class OpenAIKind(BackendKind):
         assert isinstance(backend, OpenAIBackend)
         return OpenAIEngine(backend)
 
+    def engine_settings(self, backend: Backend) -> dict[str, Any]:
+        assert isinstance(backend, OpenAIBackend)
+        o = backend.opts
+        facts = {k: backend.model.facts.get(k) for k in ("model", "max_model_len", "server", "logprobs")}
+        return {"concurrency": o.concurrency, "endpoint": o.endpoint, "timeout_s": o.timeout, **facts}
+
 
 def _sync_client(opts: OpenAIOptions, key: str) -> OpenAI:
     from openai import OpenAI

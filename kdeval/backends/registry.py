@@ -137,6 +137,11 @@ class BackendKind(ABC):
     def kv_cache(self, backend: Backend) -> tuple[int | None, str]:
         return None, "KV cache not reported by this backend"
 
+    def engine_settings(self, backend: Backend) -> dict[str, Any]:
+        """The settings the engine really runs with, read back from it (results.json
+        efficiency.<model>.engine): what to compare first when two measurements disagree."""
+        return {}
+
 
 def option_error(kind: BackendKind, model: ModelSpec, exc: ValidationError) -> UserError:
     err = exc.errors()[0]

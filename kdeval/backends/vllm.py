@@ -359,6 +359,12 @@ class VLLMKind(BackendKind):
         assert isinstance(backend, VLLMBackend)
         return vllm_kv_cache_bytes(backend.llm)
 
+    def engine_settings(self, backend: Backend) -> dict[str, Any]:
+        from kdeval.efficiency.engines import vllm_engine_settings
+
+        assert isinstance(backend, VLLMBackend)
+        return vllm_engine_settings(backend.llm)
+
 
 def _check_engine(model: ModelSpec, resolved: ResolvedModel) -> None:
     """Let the installed vLLM validate the whole engine config (no engine starts), then check the

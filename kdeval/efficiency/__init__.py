@@ -25,5 +25,8 @@ Nothing heavy is imported here. `RunResult.efficiency[model]` holds (figures in 
     output_tokens    {min, max, requested} per request: equal when every request made N tokens
     repeats          {n, latency_p50_ms {min, median, max}, output_tokens_per_s {min, median, max}}
     noisy, warnings  spread over repeats above 10%, or requests cut short
+    engine           settings read back from the engine (vLLM: max_num_seqs, max_num_batched_tokens,
+                     enforce_eager, dtype, prefix_caching, log_stats, ...), torch_threads_main and
+                     processes [{pid, name, threads, cpus, env (OMP_*)}]
     workload, notes, machine, versions
 """

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdeval.efficiency import prompts as prompt_io
-from kdeval.efficiency.machine import describe, device_label, versions
+from kdeval.efficiency.machine import describe, device_label, serving_processes, versions
 from kdeval.efficiency.memory import PeakSampler, loaded_bytes, memory_figures, param_count, weight_bytes
 from kdeval.efficiency.probes import ProbeConfig, run_probes, timed
 from kdeval.errors import UserError
@@ -64,6 +64,7 @@ def measure_model(
             latency, batch = ids[: cfg.num_prompts], prompt_io.cycle(ids, cfg.throughput_prompts)
             figures = run_probes(kind.cost_engine(backend), latency, batch, cfg.probe(), sampler)
             on_gpu, info = kind.on_gpu(backend), backend.info
+            engine_settings = {**kind.engine_settings(backend), **serving_processes()}
             kv, kv_note = kind.kv_cache(backend)
         finally:
             backend.close()
@@ -96,7 +97,14 @@ def measure_model(
             "weight_bytes": weight_bytes(Path(model.path)),
             "notes": notes,
         }
-    return {**head, **figures, "workload": workload, "machine": machine, "versions": versions()}
+    return {
+        **head,
+        **figures,
+        "workload": workload,
+        "engine": engine_settings,
+        "machine": machine,
+        "versions": versions(),
+    }
 
 
 def _remote_figures(model: ResolvedModel, extra: dict[str, str], workload: dict[str, Any]) -> dict[str, Any]:

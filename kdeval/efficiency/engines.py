@@ -191,6 +191,27 @@ def vllm_kv_cache_bytes(llm: Any) -> tuple[int | None, str]:
     return int(blocks * block * per_token), note
 
 
+def vllm_engine_settings(llm: Any) -> dict[str, Any]:
+    """What the engine really runs with, read back from its config (not what was asked for):
+    two measurements agree only if these do, and vLLM fills several of them in itself."""
+    engine = llm.llm_engine
+    cfg = engine.vllm_config
+    sched, model, cache = cfg.scheduler_config, cfg.model_config, cfg.cache_config
+    return {
+        "max_num_seqs": sched.max_num_seqs,
+        "max_num_batched_tokens": sched.max_num_batched_tokens,
+        "chunked_prefill": getattr(sched, "enable_chunked_prefill", None),
+        "async_scheduling": getattr(sched, "async_scheduling", None),
+        "enforce_eager": model.enforce_eager,
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "max_model_len": model.max_model_len,
+        "prefix_caching": cache.enable_prefix_caching,
+        "block_size": cache.block_size,
+        "kv_cache_blocks": cache.num_gpu_blocks,
+        "log_stats": getattr(engine, "log_stats", None),
+    }
+
+
 def _cache_dtype(name: str) -> Any:
     from vllm.utils.torch_utils import STR_DTYPE_TO_TORCH_DTYPE
 

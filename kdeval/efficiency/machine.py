@@ -103,3 +103,54 @@ def device_label(machine: dict[str, Any], on_gpu: bool) -> str:
     if on_gpu and machine.get("gpu"):
         return str(machine["gpu"]["name"])
     return f"cpu: {machine['cpu']} ({machine['cores']} cores)"
+
+
+_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_PLACES", "GOMP_CPU_AFFINITY", "KMP_AFFINITY")
+
+
+def processes(root: int | None = None) -> list[dict[str, Any]]:
+    """Each process of the tree that serves the model (vLLM: this one, EngineCore, workers): its
+    name, threads, the CPUs it may run on and its OpenMP settings (Linux /proc; [] elsewhere).
+
+    Timings on a small CPU machine depend on who shares which core, so this goes beside them."""
+    from kdeval.efficiency.memory import process_tree
+
+    if not os.path.exists("/proc/self/status"):
+        return []
+    out = []
+    for pid in process_tree(os.getpid() if root is None else root):
+        info = _process(pid)
+        if info is not None:
+            out.append(info)
+    return out
+
+
+def _process(pid: int) -> dict[str, Any] | None:
+    """One process's /proc/PID/status fields and thread-related environment; None when gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as fh:
+            status = dict(line.rstrip("\n").split(":\t", 1) for line in fh if ":\t" in line)
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            env = dict(e.decode(errors="replace").partition("=")[::2] for e in fh.read().split(b"\0") if e)
+    except OSError:
+        return None
+    return {
+        "pid": pid,
+        "name": status.get("Name", "").strip(),
+        "threads": int(status.get("Threads", "0")),
+        "cpus": status.get("Cpus_allowed_list", "").strip(),
+        "env": {k: env[k] for k in _THREAD_ENV if k in env},
+    }
+
+
+def torch_threads() -> int | None:
+    """Torch's intra-op threads in this process; None when torch was never imported here."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    return int(torch.get_num_threads()) if torch is not None else None
+
+
+def serving_processes() -> dict[str, Any]:
+    """This process's torch threads and the processes serving the model, for results.json."""
+    return {"torch_threads_main": torch_threads(), "processes": processes()}

@@ -20,6 +20,7 @@ import os
 import struct
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -160,18 +161,27 @@ class Peak:
 class PeakSampler:
     """Samples the process tree's PSS (and GPU memory in use) in a background thread.
 
-    Use as a context manager around the engine's whole life. `paused()` stops sampling while
-    latency is timed, so reading /proc does not compete with the requests for the CPU; the
-    peak is reached with every request in flight (the throughput pass), not at batch size 1.
+    Use as a context manager around the engine's whole life. Reading PSS is not free: the kernel
+    walks every page table of every process for /proc/PID/smaps_rollup, about 50 ms of CPU for
+    vLLM's three processes on a small CPU machine, so a fixed 50 ms interval kept a core half
+    busy and cut the throughput it was measuring by about a fifth. Hence:
+
+    - `pause()` stops sampling (and waits for a sample in flight) while anything is timed; the
+      probes sample an untimed full-batch pass instead, where the peak is reached (every request
+      in flight), and pause for every timed pass;
+    - between samples the thread waits at least `interval_s`, and long enough that sampling
+      takes no more than `max_duty` of one core (start-up, which is timed, runs beside it).
     """
 
-    def __init__(self, interval_s: float = 0.05, *, gpu: bool | None = None) -> None:
+    def __init__(self, interval_s: float = 0.05, *, gpu: bool | None = None, max_duty: float = 0.1) -> None:
         self.interval_s = interval_s
+        self.max_duty = max_duty
         self.peak = Peak()
         self._lib = nvml() if gpu is not False else None
         self._index = gpu_index()
         self._stop = threading.Event()
         self._active = threading.Event()
+        self._busy = threading.Lock()  # held while a sample is taken
         self._thread = threading.Thread(target=self._loop, name="kdeval-memory", daemon=True)
 
     def __enter__(self) -> PeakSampler:
@@ -192,29 +202,46 @@ class PeakSampler:
         self._thread.join()
 
     def pause(self) -> None:
+        """Stop sampling; returns once no sample is running, so a timed pass starts undisturbed."""
         self._active.clear()
+        with self._busy:
+            pass
 
     def resume(self) -> None:
         self.sample()  # catch what happened while paused, at least at its end
         self._active.set()
 
     def sample(self) -> None:
-        p = self.peak
-        host = tree_pss_bytes() if p.host_before is not None else None
-        if host is not None:
-            p.host_peak = max(p.host_peak or 0, host)
-        if self._lib is not None:
-            p.gpu_peak = max(p.gpu_peak or 0, gpu_used_bytes(self._lib, self._index))
-        p.samples += 1
+        with self._busy:
+            p = self.peak
+            host = tree_pss_bytes() if p.host_before is not None else None
+            if host is not None:
+                p.host_peak = max(p.host_peak or 0, host)
+            if self._lib is not None:
+                p.gpu_peak = max(p.gpu_peak or 0, gpu_used_bytes(self._lib, self._index))
+            p.samples += 1
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._active.wait()
             if self._stop.is_set():
                 break
+            start = time.perf_counter()
             self.sample()
-            self._stop.wait(self.interval_s)
+            self._stop.wait(pause_after(time.perf_counter() - start, self.interval_s, self.max_duty))
         self.sample()
+
+
+def pause_after(cost_s: float, interval_s: float, max_duty: float) -> float:
+    """Seconds to wait after a sample that took `cost_s`, so sampling uses at most `max_duty`
+    of a core (and never waits less than `interval_s`).
+
+    >>> pause_after(0.001, 0.05, 0.1)
+    0.05
+    >>> round(pause_after(0.05, 0.05, 0.1), 3)
+    0.45
+    """
+    return max(interval_s, cost_s * (1 - max_duty) / max_duty)
 
 
 def loaded_bytes(n_params: int | None, dtype: str) -> int | None:

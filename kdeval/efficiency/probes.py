@@ -9,9 +9,11 @@
 - Every request generates exactly `output_len` tokens (EOS ignored), so models are compared on
   the same amount of work and not on how early each one happens to stop.
 
-The passes repeat `repeats` times. Latency percentiles pool the requests of all repeats (more
-samples for p99); throughput is the median repeat. Each headline figure also gets its min /
-median / max over repeats, and a spread above `noisy_spread` flags the run as noisy.
+The memory sampler watches only the untimed warm-up (its full-batch pass reaches the peak) and
+is paused while anything is timed. The passes repeat `repeats` times. Latency percentiles pool
+the requests of all repeats (more samples for p99); throughput is the median repeat. Each
+headline figure also gets its min / median / max over repeats, and a spread above
+`noisy_spread` flags the run as noisy.
 """
 
 from __future__ import annotations
@@ -182,12 +184,25 @@ def median_throughput(batches: Sequence[Batch]) -> dict[str, float]:
     return {k: _r(statistics.median(f[k] for f in each)) for k in each[0]}
 
 
-def warm_up(engine: Engine, latency: list[EnginePrompt], batch: list[EnginePrompt], cfg: ProbeConfig) -> None:
-    """Batch-1 requests, then one small all-at-once pass: the first calls of an engine allocate
-    buffers and pick kernels, and must not be timed."""
+def warm_up(
+    engine: Engine,
+    latency: list[EnginePrompt],
+    batch: list[EnginePrompt],
+    cfg: ProbeConfig,
+    *,
+    full_batch: bool,
+) -> None:
+    """Batch-1 requests, then one all-at-once pass: the first calls of an engine allocate
+    buffers and pick kernels, and must not be timed.
+
+    With `full_batch` the all-at-once pass submits every throughput prompt, even without
+    warm-up requests: it is the untimed pass the memory sampler watches, and the peak is reached
+    with every request in flight. Otherwise a small batch warms the batched path up."""
     for prompt in (latency * cfg.warmup)[: cfg.warmup]:
         engine.one(prompt, cfg.output_len)
-    if cfg.warmup:
+    if full_batch:
+        engine.all(batch, cfg.output_len)
+    elif cfg.warmup:
         engine.all(batch[: min(8, len(batch))], cfg.output_len)
 
 
@@ -198,20 +213,26 @@ def run_probes(
     cfg: ProbeConfig,
     sampler: Pausable | None = None,
 ) -> dict[str, Any]:
-    """Warm up, then `cfg.repeats` × (latency pass, throughput pass); the figures for results.json."""
-    warm_up(engine, latency_prompts, batch_prompts, cfg)
+    """Warm up, then `cfg.repeats` × (latency pass, throughput pass); the figures for results.json.
+
+    The memory sampler runs through the warm-up (whose full-batch pass reaches the peak) and is
+    paused for every timed pass: reading /proc costs CPU that the requests need, and sampling
+    during the throughput pass made it up to a fifth slower than `vllm bench throughput`."""
+    warm_up(engine, latency_prompts, batch_prompts, cfg, full_batch=sampler is not None)
     timings: list[Timing] = []
     p50s: list[float] = []
     batches: list[Batch] = []
-    for _ in range(cfg.repeats):
-        if sampler:  # reading /proc must not compete with timed batch-1 requests for the CPU
-            sampler.pause()
-        run = latency_pass(engine, latency_prompts, cfg.output_len)
+    if sampler:
+        sampler.pause()
+    try:
+        for _ in range(cfg.repeats):
+            run = latency_pass(engine, latency_prompts, cfg.output_len)
+            timings += run
+            p50s.append(1000 * percentile([t.e2e_s for t in run], 50))
+            batches.append(engine.all(batch_prompts, cfg.output_len))
+    finally:
         if sampler:
             sampler.resume()
-        timings += run
-        p50s.append(1000 * percentile([t.e2e_s for t in run], 50))
-        batches.append(engine.all(batch_prompts, cfg.output_len))
     return _figures(timings, p50s, batches, cfg, engine.ttft_method)
 
 
