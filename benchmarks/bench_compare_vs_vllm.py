@@ -35,12 +35,16 @@ def kdeval_compare(backend: Any, model: Path, task: str, out: Path) -> float:
     spec = RunSpec(models=[ModelSpec(name="m", path=str(model))], tasks=[task], backend="vllm", out=out)
     start = time.perf_counter()
     compare(
-        spec, load_catalog(), argv=["bench"], log=lambda m: None, make_backend=lambda s, p: _Kept(backend)
+        spec,
+        load_catalog(),
+        argv=["bench"],
+        log=lambda m: None,
+        make_backend=lambda s, p: KeptEngine(backend),
     )
     return time.perf_counter() - start
 
 
-class _Kept:
+class KeptEngine:
     """The already started engine, handed to compare; closed by the benchmark, not by compare."""
 
     def __init__(self, backend: Any) -> None:
