@@ -255,3 +255,13 @@ def test_parallel_sizes_and_limits_do_not_key_the_store_but_kv_cache_dtype_does(
     assert settings_hash(max_num_seqs=8, enforce_eager=True, gpu_memory_utilization=0.5) == plain
     assert settings_hash(tensor_parallel_size=2) == plain
     assert settings_hash(kv_cache_dtype="fp8") != plain
+
+
+def test_the_example_run_file_is_valid() -> None:
+    root = Path(__file__).resolve().parents[1]
+    config, lines = load_run_config(root / "examples" / "run.yaml")
+    spec = config.run_spec(lines=lines, file=root / "examples" / "run.yaml")
+    teacher, baseline, distilled = spec.models
+    assert teacher.backend == "openai" and teacher.options["api_key_env"] == "TEACHER_API_KEY"
+    assert baseline.options == {"data_parallel_size": 2} and distilled.backend == "vllm"
+    assert distilled.where_of("options.tensor_parallel_size") == f"{root / 'examples' / 'run.yaml'}:28"
