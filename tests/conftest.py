@@ -44,7 +44,12 @@ def vllm_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 
     if importlib.util.find_spec("vllm") is None:
         pytest.skip("vllm is not installed")
-    server = VLLMServer(tiny_model_dir, tmp_path_factory.mktemp("server") / "server.log").start()
+    from kdeval.tinymodels import CHAT_TEMPLATE
+
+    folder = tmp_path_factory.mktemp("server")
+    (folder / "chat.jinja").write_text(CHAT_TEMPLATE)  # for the chat endpoint (the model has none)
+    extra = ["--chat-template", str(folder / "chat.jinja")]
+    server = VLLMServer(tiny_model_dir, folder / "server.log", extra_args=extra).start()
     yield server
     server.stop()
 

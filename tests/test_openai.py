@@ -305,3 +305,16 @@ def test_logit_distillation_from_a_server_needs_topk(tiny_model_dir_b: Path, tmp
             train="x",
             out="o",
         )
+
+
+def test_the_chat_endpoint_serves_generation_tasks_with_the_servers_template(
+    vllm_server: VLLMServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "chat"
+    models = {"teacher": served(vllm_server.base_url, endpoint="chat")}
+    specs = [ModelSpec(name="teacher", role="teacher", **models["teacher"])]
+    spec = RunSpec(models=specs, tasks=["math_synth"], limit=4, out=out, backend="vllm")
+    result = compare(spec, load_catalog(), argv=["test"], log=lambda m: None)
+    teacher = result.models[0]
+    assert teacher["chat_template"] is True and teacher["output_options"]["endpoint"] == "chat"
+    assert all(r["output"][0] for r in records(out, "teacher", "math_synth"))  # answers came back

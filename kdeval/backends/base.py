@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from kdeval.tasks import Output, Request
+
+if TYPE_CHECKING:
+    from kdeval.backends.prompting import PromptCodec
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,10 @@ OnDone = Callable[[int, Output], None]
 class Backend(Protocol):
     name: str
     info: ModelInfo
+
+    @property
+    def codec(self) -> PromptCodec | None:
+        """The model's prompt codec; None for a server without a local tokenizer (text prompts)."""
 
     def run(self, requests: Sequence[Request], on_done: OnDone) -> None:
         """Serve all requests; call on_done(index, output) as each one completes (in any order)."""

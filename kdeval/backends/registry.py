@@ -16,7 +16,6 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
-import sys
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import entry_points
@@ -206,8 +205,3 @@ def vllm_available() -> bool:
 def default_backend() -> str:
     """The backend for local checkpoints when none is named: vLLM where it is installed."""
     return "vllm" if vllm_available() else "hf"
-
-
-def heavy_modules_loaded() -> bool:
-    """Whether an engine library is already imported (start-up time then excludes its import)."""
-    return any(m in sys.modules for m in ("vllm", "transformers"))
