@@ -135,7 +135,7 @@ def _model_entry(mo: ModelOutputs) -> dict[str, object]:
         "remote": m.remote,
         "dtype": m.settings.dtype if m.settings.dtype != "auto" else mo.info.get("dtype", "auto"),
         "max_model_len": m.settings.max_model_len,
-        "options": m.options,
+        "options": m.kind().public_options(m.options),
         "output_options": m.output_options,
         "settings_hash": m.settings_hash(),
         **({"server": m.facts} if m.facts else {}),

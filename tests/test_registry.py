@@ -265,3 +265,19 @@ def test_the_example_run_file_is_valid() -> None:
     assert teacher.backend == "openai" and teacher.options["api_key_env"] == "TEACHER_API_KEY"
     assert baseline.options == {"data_parallel_size": 2} and distilled.backend == "vllm"
     assert distilled.where_of("options.tensor_parallel_size") == f"{root / 'examples' / 'run.yaml'}:28"
+
+
+def test_the_gate_refuses_runs_whose_model_options_change_outputs(scripted: None, tmp_path: Path) -> None:
+    from kdeval.gate import differences, load_run
+
+    ckpt = _ckpt(tmp_path, "good_model")
+
+    def run(name: str, options: str) -> Path:
+        body = f"models:\n  distilled: {{path: {ckpt}, backend: scripted, options: {options}}}\n"
+        _compare(_run_file(tmp_path, body + f"out: {tmp_path / name}\n"))
+        return tmp_path / name / "results.json"
+
+    base, paced, spicy = run("a", "{workers: 1}"), run("b", "{workers: 8}"), run("c", "{flavour: spicy}")
+    assert differences(load_run(base), load_run(paced), "distilled", "distilled", []) == []
+    why = differences(load_run(base), load_run(spicy), "distilled", "distilled", [])
+    assert why == ["distilled's output options {'flavour': 'plain'} vs {'flavour': 'spicy'}"]

