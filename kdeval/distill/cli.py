@@ -71,7 +71,10 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:
         "--workdir", type=Path, default=None, metavar="DIR", help="model cache (default ~/.cache/kdeval/demo)"
     )
     d.add_argument(
-        "--backend", choices=("vllm", "hf"), default=None, help="local backend (default: vllm when it imports)"
+        "--backend",
+        choices=("vllm", "hf"),
+        default=None,
+        help="local backend (default: vllm when it imports)",
     )
     d.add_argument("--method", choices=["kd", "seqkd", "jsd", "tvd", "skl"], default=None)
     d.add_argument("--limit", type=int, default=None, metavar="N", help="first N test examples per task")
