@@ -80,22 +80,7 @@ def resolve_path(
     return resolve(run, model, needs)
 
 
-def load_backend(
-    kind: str,
-    path: str,
-    settings: GenerationSettings,
-    *,
-    use_chat_template: bool | None = None,
-    trust_remote_code: bool = False,
-    options: dict[str, Any] | None = None,
-) -> Backend:
-    """Resolve and start one model outside a run."""
-    resolved = resolve_path(
-        kind,
-        path,
-        settings,
-        use_chat_template=use_chat_template,
-        trust_remote_code=trust_remote_code,
-        options=options,
-    )
+def load_backend(kind: str, path: str, settings: GenerationSettings, **kw: Any) -> Backend:
+    """Resolve (with `resolve_path`'s keywords) and start one model outside a run."""
+    resolved = resolve_path(kind, path, settings, **kw)
     return resolved.kind().start(resolved)

@@ -202,7 +202,9 @@ class OpenAIKind(BackendKind):
 
         assert isinstance(backend, OpenAIBackend)
         b = backend
-        return HTTPEngine(b.opts.base_url, b.api_key, b.cost_body, b.opts.concurrency, b.opts.timeout)
+        engine = HTTPEngine(b.opts.base_url, b.api_key, b.cost_body, b.opts.concurrency, b.opts.timeout)
+        b.closers.append(engine.close)  # its session goes with the backend
+        return engine
 
     def engine_settings(self, backend: Backend) -> dict[str, Any]:
         from kdeval.backends.openai_client import OpenAIBackend

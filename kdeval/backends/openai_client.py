@@ -57,6 +57,8 @@ class OpenAIBackend:
         self._client: AsyncOpenAI | None = None
         self._sem: asyncio.Semaphore | None = None
         self.finished = 0
+        #: what else holds connections to the server (the cost probes), closed with the backend
+        self.closers: list[Callable[[], None]] = []
         chat = self.opts.endpoint == "chat" or bool(self.codec and self.codec.chat_template_used)
         self.info = ModelInfo(
             chat_template=chat,
@@ -134,6 +136,9 @@ class OpenAIBackend:
         return {**params, **extra, "prompt": prompt}
 
     def close(self) -> None:
+        for close in self.closers:
+            close()
+        self.closers.clear()
         if self._client is not None:
             self._loop.run_until_complete(self._client.close())
             self._client = None
