@@ -15,9 +15,10 @@ import numpy as np
 
 from kdeval.datafiles import write_atomic
 from kdeval.metrics import bootstrap_ci, get_metric, mean_row
-from kdeval.results import AgreementRow, ScoreRow, clean
+from kdeval.results import AgreementRow, GenerationRow, ScoreRow, clean
 from kdeval.runner import LoadedTask, ModelOutputs
-from kdeval.tasks import Output
+from kdeval.sampling import ks_for, majority, pass_at_k
+from kdeval.tasks import Output, Scored, Task
 
 N_RESAMPLES = 1000
 
@@ -29,37 +30,129 @@ class TaskScores:
     rows: dict[str, list[list[float]]] = field(default_factory=dict)
     answers: dict[str, str] = field(default_factory=dict)
     records: list[dict[str, Any]] = field(default_factory=list)
+    #: per generation (every sample, every stage): what the cost of thinking is counted from
+    outputs: list[Output] = field(default_factory=list)
+    #: right answers among all samples (binary primary metrics only), for tokens per right answer
+    correct: float | None = None
+
+
+def task_metrics(task: Task, n_samples: int) -> list[str]:
+    """The metrics a task reports: its own, plus pass@k and maj@N when it is sampled N times and
+    its primary metric says right or wrong (the mean over the samples is its own metric: mean@N)."""
+    if n_samples < 2 or not get_metric(task.primary_metric).binary:
+        return list(task.metrics)
+    return [*task.metrics, *(f"pass@{k}" for k in ks_for(n_samples) if k > 1), f"maj@{n_samples}"]
 
 
 def score_model(lt: LoadedTask, mo: ModelOutputs, teacher: ModelOutputs | None) -> TaskScores:
-    ts = TaskScores({m: [] for m in lt.task.metrics})
-    outs = mo.outputs[lt.task.name]
-    t_outs = teacher.outputs[lt.task.name] if teacher is not None and teacher is not mo else None
+    task = lt.task
+    chains_of = mo.samples[task.name]
+    n = max((len(c) for c in chains_of.values()), default=1)
+    ts = TaskScores({m: [] for m in task_metrics(task, n)})
+    binary = get_metric(task.primary_metric).binary
+    ts.correct = 0.0 if binary else None
+    t_outs = teacher.outputs[task.name] if teacher is not None and teacher is not mo else None
     for ex in lt.examples:
-        scored = lt.task.score(ex, outs[ex.id], t_outs[ex.id] if t_outs else None)
-        for metric, row in scored.stats.items():
+        chains = chains_of[ex.id]
+        scored = [task.score(ex, chain, t_outs[ex.id] if t_outs else None) for chain in chains]
+        rows = _mean_rows([s.stats for s in scored])
+        first = scored[0]
+        answer = first.answer
+        if len(chains) > 1:
+            answer, rows = _sampled(task, scored, rows)
+        for metric, row in rows.items():
             ts.rows.setdefault(metric, []).append(row)
-        ts.answers[ex.id] = scored.answer
+        ts.answers[ex.id] = answer
+        ts.outputs += [o for chain in chains for o in chain if not o.choice_logprobs]
+        if ts.correct is not None:
+            ts.correct += sum(
+                get_metric(task.primary_metric).example(s.stats[task.primary_metric]) / 100 for s in scored
+            )
+        outs = chains[0]
         ts.records.append(
             {
                 "id": ex.id,
-                "prompt": [o.prompt for o in outs[ex.id]],
-                "output": [o.text for o in outs[ex.id]],
-                "choice_logprobs": [o.choice_logprobs for o in outs[ex.id] if o.choice_logprobs] or None,
-                **_reasoning(outs[ex.id]),
-                "answer": scored.answer,
-                "references": scored.references,
-                "scores": {m: get_metric(m).example(r) for m, r in scored.stats.items()},
+                "prompt": [o.prompt for o in outs],
+                "output": [o.text for o in outs],
+                "choice_logprobs": [o.choice_logprobs for o in outs if o.choice_logprobs] or None,
+                **_reasoning(outs),
+                "answer": answer,
+                "references": first.references,
+                "scores": {m: get_metric(m).example(r) for m, r in rows.items()},
                 # sufficient statistics, so paired tests (the gate) can recompute corpus BLEU/chrF
-                "rows": scored.stats,
+                "rows": rows,
+                **(
+                    {"samples": [_sample_record(c, s) for c, s in zip(chains, scored, strict=True)]}
+                    if len(chains) > 1
+                    else {}
+                ),
             }
         )
     return ts
 
 
+def _mean_rows(stats: list[dict[str, list[float]]]) -> dict[str, list[float]]:
+    """Each metric's row averaged over the samples (the row itself when there is one)."""
+    if len(stats) == 1:
+        return stats[0]
+    return {m: [float(x) for x in np.mean([s[m] for s in stats], axis=0)] for m in stats[0]}
+
+
+def _sampled(
+    task: Task, scored: list[Scored], rows: dict[str, list[float]]
+) -> tuple[str, dict[str, list[float]]]:
+    """The majority answer, and pass@k / maj@N rows beside the sample means (binary metrics)."""
+    answers = [s.answer for s in scored]
+    answer, _ = majority(answers)
+    metric = get_metric(task.primary_metric)
+    if not metric.binary:
+        return answer, rows
+    right = [metric.example(s.stats[task.primary_metric]) >= 50.0 for s in scored]
+    n, c = len(scored), sum(right)
+    extra = {f"pass@{k}": mean_row(pass_at_k(n, c, k)) for k in ks_for(n) if k > 1}
+    extra[f"maj@{n}"] = mean_row(float(right[answers.index(answer)]))
+    return answer, {**rows, **extra}
+
+
+def _sample_record(chain: list[Output], scored: Scored) -> dict[str, Any]:
+    return {
+        "output": [o.text for o in chain],
+        **_reasoning(chain),
+        "answer": scored.answer,
+        "scores": {m: get_metric(m).example(r) for m, r in scored.stats.items()},
+    }
+
+
 def _reasoning(outs: list[Output]) -> dict[str, Any]:
-    """The traces a server returned apart from the answers, when there are any."""
-    return {"reasoning": [o.reasoning for o in outs]} if any(o.reasoning for o in outs) else {}
+    """Thinking traces (and how they ended) and budget hits, when there are any."""
+    traces = {"reasoning": [o.reasoning for o in outs]} if any(o.reasoning for o in outs) else {}
+    states = {"thinking": [o.thinking for o in outs]} if any(o.thinking for o in outs) else {}
+    cut = {"truncated": [o.truncated for o in outs]} if any(o.truncated for o in outs) else {}
+    return {**traces, **states, **cut}
+
+
+def generation_row(model: str, task: str, ts: TaskScores) -> GenerationRow | None:
+    """What the answers cost: thinking and answer tokens, unfinished traces and budget hits."""
+    outs = ts.outputs
+    if not outs:
+        return None
+    n = len(outs)
+    total = sum(o.output_tokens for o in outs)
+    thinking = sum(o.reasoning_tokens for o in outs)
+    per_right = total / ts.correct if ts.correct else None
+    return GenerationRow(
+        model=model,
+        task=task,
+        n=n,
+        thinks=sum(1 for o in outs if o.thinking),
+        unfinished=sum(1 for o in outs if o.thinking == "open"),
+        truncated=sum(1 for o in outs if o.truncated),
+        output_tokens=clean(total / n),
+        thinking_tokens=clean(thinking / n),
+        answer_tokens=clean((total - thinking) / n),
+        tokens_per_correct=clean(per_right),
+        correct=clean(ts.correct),
+    )
 
 
 def metric_row(model: str, task: str, metric: str, rows: list[list[float]], seed: int) -> ScoreRow:
@@ -79,21 +172,34 @@ def agreement_row(
     return AgreementRow(model, reference, task, s.value, s.ci_low, s.ci_high, s.n)
 
 
+@dataclass
+class Aggregated:
+    scores: list[ScoreRow] = field(default_factory=list)
+    agreement: list[AgreementRow] = field(default_factory=list)
+    samples: dict[str, str] = field(default_factory=dict)
+    generation: list[GenerationRow] = field(default_factory=list)
+    #: task name -> the metrics it reports (its own, plus pass@k / maj@N when sampled)
+    metrics: dict[str, list[str]] = field(default_factory=dict)
+
+
 def aggregate(
     tasks: list[LoadedTask], models: list[ModelOutputs], seed: int, samples_dir: Path
-) -> tuple[list[ScoreRow], list[AgreementRow], dict[str, str]]:
-    """Scores and teacher agreement for every model and task; writes the per-sample files."""
+) -> Aggregated:
+    """Scores, teacher agreement and the cost of answers for every model and task; writes the
+    per-sample files. With several samples, agreement compares the majority answers."""
     teacher = next((m for m in models if m.model.role == "teacher"), None)
-    scores: list[ScoreRow] = []
-    agreement: list[AgreementRow] = []
-    sample_files: dict[str, str] = {}
+    agg = Aggregated()
+    scores, agreement, sample_files = agg.scores, agg.agreement, agg.samples
     for lt in tasks:
         per_model = {mo.name: score_model(lt, mo, teacher) for mo in models}
         for mo in models:
             ts = per_model[mo.name]
-            scores += [
-                metric_row(mo.name, lt.task.name, m, ts.rows.get(m, []), seed) for m in lt.task.metrics
-            ]
+            names = list(ts.rows)
+            agg.metrics[lt.task.name] = max(agg.metrics.get(lt.task.name, []), names, key=len)
+            scores += [metric_row(mo.name, lt.task.name, m, ts.rows.get(m, []), seed) for m in names]
+            gen = generation_row(mo.name, lt.task.name, ts)
+            if gen is not None:
+                agg.generation.append(gen)
             if teacher is not None and mo is not teacher:
                 agreement.append(
                     agreement_row(
@@ -103,7 +209,7 @@ def aggregate(
             rel = f"samples/{mo.name}/{lt.task.name}.jsonl"
             _write_records(samples_dir.parent / rel, ts.records)
             sample_files[f"{mo.name}/{lt.task.name}"] = rel
-    return scores, agreement, sample_files
+    return agg
 
 
 def _write_records(path: Path, records: list[dict[str, Any]]) -> None:

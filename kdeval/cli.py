@@ -53,7 +53,19 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
         "--option", action="append", default=[], metavar="NAME.KEY=VALUE",
         help="a backend option of one model (repeatable), e.g. teacher.tensor_parallel_size=2",
     )  # fmt: skip
+    p.add_argument(
+        "--thinking", action="append", default=[], metavar="NAME=auto|off|START,END",
+        help="a model's thinking-trace delimiters (default auto: read from its chat template)",
+    )  # fmt: skip
     p.add_argument("--limit", type=int, default=None, metavar="N", help="first N examples per task")
+    p.add_argument(
+        "--max-tokens", action="append", default=[], metavar="N|TASK=N",
+        help="generation budget for every task, or for one (repeatable); default: each task's own",
+    )  # fmt: skip
+    p.add_argument(
+        "--samples", type=int, default=None, metavar="N",
+        help="N sampled answers per example: mean@N, pass@k, maj@N (needs --temperature > 0)",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="default: runs/latest")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default)")
@@ -126,6 +138,8 @@ def run_config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path | No
         models[name] = {"path": path}
     for name, backend in (parse_assignment(x, "--model-backend") for x in args.model_backend):
         _entry(models, name, "--model-backend")["backend"] = backend
+    for name, value in (parse_assignment(x, "--thinking") for x in args.thinking):
+        _entry(models, name, "--thinking")["thinking"] = value
     for item in args.option:
         target, value = parse_assignment(item, "--option")
         name, dot, key = target.partition(".")
@@ -142,9 +156,10 @@ def run_config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path | No
         if args.chat_template
         else ...,
         "efficiency": False if args.no_efficiency else None,
+        "max_tokens": _budget_flags(args.max_tokens) or None,
     }
     for key in ("backend", "limit", "out", "seed", "temperature", "top_p", "dtype", "max_model_len",
-                "batch_size", "trust_remote_code"):  # fmt: skip
+                "batch_size", "trust_remote_code", "samples"):  # fmt: skip
         flags[key] = getattr(args, key)
     data.update({k: v for k, v in flags.items() if v is not None and v is not ...})
     if not models:
@@ -168,6 +183,24 @@ def run_config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path | No
 
 
 _FLAG_OF = {"models": "model", "suites": "--suite", "tasks": "--task", "data": "--data"}
+
+
+def _budget_flags(items: list[str]) -> dict[str, int]:
+    """--max-tokens N (every task) and --max-tokens TASK=N (one task)."""
+    budgets: dict[str, int] = {}
+    for item in items:
+        task, sep, value = item.rpartition("=")
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if n < 1 or (sep and not task):
+            raise UserError(
+                f"--max-tokens expects N or TASK=N with N >= 1, got '{item}'",
+                fix="e.g. --max-tokens 4096 or --max-tokens gsm8k=512",
+            )
+        budgets[task.strip() if sep else "*"] = n
+    return budgets
 
 
 def _entry(models: dict[str, dict[str, Any]], name: str, flag: str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from kdeval.runner import (
     check_models,
     default_backend_factory,
     load_tasks,
+    n_samples,
     resolve_models,
     run_models,
     store_path,
@@ -58,17 +59,18 @@ def compare(
         models = run_models(spec, resolved, tasks, store, make_backend, log, progress)
     finally:
         store.close()
-    scores, agreement, samples = aggregate(tasks, models, spec.seed, out / "samples")
+    agg = aggregate(tasks, models, spec.seed, out / "samples")
     result = RunResult(
         kdeval_version=__version__,
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         command=argv,
         settings=_settings(spec),
         models=[_model_entry(m) for m in models],
-        tasks=[_task_entry(lt, catalog) for lt in tasks],
-        scores=scores,
-        agreement=agreement,
-        samples=samples,
+        tasks=[_task_entry(lt, catalog, spec, agg.metrics[lt.task.name]) for lt in tasks],
+        scores=agg.scores,
+        agreement=agg.agreement,
+        samples=agg.samples,
+        generation=agg.generation,
         commit=_commit(),
     )
     derive(result)
@@ -116,6 +118,9 @@ def _settings(spec: RunSpec) -> dict[str, object]:
         "batch_size": spec.batch_size,
         "use_chat_template": spec.use_chat_template,
         "limit": spec.limit,
+        # written only when set, so runs without them stay comparable with earlier ones
+        **({"max_tokens": spec.max_tokens} if spec.max_tokens else {}),
+        **({"samples": spec.samples} if spec.samples > 1 else {}),
         "bootstrap_resamples": 1000,
         "settings_hash": spec.settings_hash(),
     }
@@ -138,20 +143,25 @@ def _model_entry(mo: ModelOutputs) -> dict[str, object]:
         "options": m.kind().public_options(m.options),
         "output_options": m.output_options,
         "settings_hash": m.settings_hash(),
+        **({"thinking": list(m.think)} if m.think else {}),
         **({"server": m.facts} if m.facts else {}),
     }
 
 
-def _task_entry(lt: LoadedTask, catalog: Catalog) -> dict[str, object]:
+def _task_entry(lt: LoadedTask, catalog: Catalog, spec: RunSpec, metrics: list[str]) -> dict[str, object]:
     t = lt.task
+    generate = t.task_type == "generate"
     return {
         "name": t.name,
         "suite": catalog.suite_of(t).name,
         "family": t.family,
         "version": t.version,
         "task_type": t.task_type,
-        "metrics": list(t.metrics),
+        "metrics": metrics,
         "primary_metric": t.primary_metric,
+        # the budget this run gave it (absent: the task's own), and samples per example
+        **({"max_tokens": spec.budget(t.name, 0)} if generate and spec.max_tokens else {}),
+        **({"samples": n_samples(spec, t)} if n_samples(spec, t) > 1 else {}),
         "n_examples": len(lt.examples),
         "data_file": lt.data_file,
         "data_hash": lt.data_hash,

@@ -52,6 +52,8 @@ class ModelSpec(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     dtype: str | None = None
     max_model_len: int | None = Field(default=None, ge=1)
+    #: thinking-trace delimiters: "auto" (from the chat template / tokenizer), "off", or "START,END"
+    thinking: str = "auto"
     lines: dict[str, str] = Field(default_factory=dict, exclude=True, repr=False)
 
     @field_validator("name")
@@ -62,6 +64,13 @@ class ModelSpec(BaseModel):
         return v
 
     _dtype = field_validator("dtype")(_check_dtype)
+
+    @field_validator("thinking")
+    @classmethod
+    def _thinking_is_known(cls, v: str) -> str:
+        from kdeval.thinking import check_setting
+
+        return check_setting(v)
 
     @model_validator(mode="after")
     def _url_means_server(self) -> ModelSpec:
@@ -101,8 +110,29 @@ class RunSpec(BaseModel):
     batch_size: int = Field(default=16, ge=1)
     use_chat_template: bool | None = None
     trust_remote_code: bool = False
+    #: generation budgets overriding the tasks' own: task name -> tokens ("*" = every task)
+    max_tokens: dict[str, int] = Field(default_factory=dict)
+    #: samples per example of generation tasks (mean@N, pass@k, maj@N); needs temperature > 0
+    samples: int = Field(default=1, ge=1)
 
     _dtype = field_validator("dtype")(_check_dtype)
+
+    @field_validator("max_tokens")
+    @classmethod
+    def _budgets_positive(cls, v: dict[str, int]) -> dict[str, int]:
+        for task, n in v.items():
+            if n < 1:
+                raise ValueError(f"max_tokens for '{task}' must be at least 1, got {n}")
+        return v
+
+    @model_validator(mode="after")
+    def _samples_need_sampling(self) -> RunSpec:
+        check_sampling(self.samples, self.temperature)
+        return self
+
+    def budget(self, task: str, default: int) -> int:
+        """A generation task's token budget: its own override, else the run's, else the task's."""
+        return self.max_tokens.get(task, self.max_tokens.get("*", default))
 
     def generation(self) -> GenerationSettings:
         """The run's settings before any model adjusts them (dtype resolved per model later)."""
@@ -122,8 +152,21 @@ class RunSpec(BaseModel):
         """The run-level settings that change outputs (each model's own are in its entry)."""
         gen = asdict(self.generation())
         gen.pop("batch_size")
-        payload = {"backend": self.backend, "chat": self.use_chat_template, **gen}
+        payload: dict[str, object] = {"backend": self.backend, "chat": self.use_chat_template, **gen}
+        if self.max_tokens:  # keyed only when set, so earlier runs keep their hash
+            payload["max_tokens"] = self.max_tokens
+        if self.samples > 1:
+            payload["samples"] = self.samples
         return digest(payload)
+
+
+def check_sampling(samples: int, temperature: float) -> None:
+    """N samples of a greedy model would be N copies of one answer: refuse rather than run them."""
+    if samples > 1 and temperature == 0:
+        raise ValueError(
+            f"samples={samples} with temperature 0 would give {samples} identical greedy answers; "
+            "set a temperature (the R1 protocol: --temperature 0.6 --top-p 0.95)"
+        )
 
 
 def digest(obj: object) -> str:

@@ -9,6 +9,7 @@ sacrebleu's own segment statistics, so the corpus score equals `sacrebleu.corpus
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,8 @@ class Metric:
     finalize: Callable[[np.ndarray], float]
     higher_is_better: bool = True
     per_example: Callable[[np.ndarray], float] | None = None
+    #: each example is right or wrong (100 or 0): pass@k and maj@N apply to it (`--samples`)
+    binary: bool = False
 
     def corpus(self, rows: np.ndarray) -> float:
         """Corpus score: `finalize` of the column sums of `rows` (shape (n, k)); nan when n == 0."""
@@ -173,12 +176,14 @@ METRICS: dict[str, Metric] = {
         "Percent of examples whose (task-normalized) answer equals the first reference.",
         _accuracy_stats,
         _finalize_mean,
+        binary=True,
     ),
     "exact_match": Metric(
         "exact_match",
         "SQuAD v1.1 exact match, best over references (percent).",
         lambda h, r: mean_row(squad_exact_match(h, r)),
         _finalize_mean,
+        binary=True,
     ),
     "f1": Metric(
         "f1",
@@ -224,8 +229,28 @@ def get_metric(name: str) -> Metric:
     try:
         return METRICS[name]
     except KeyError:
+        sampled = _sampled_metric(name)
+        if sampled is not None:
+            return sampled
         known = ", ".join(sorted(METRICS))
         raise ValueError(f"unknown metric {name!r}; known: {known}") from None
+
+
+_SAMPLED = re.compile(r"^(pass|maj)@([1-9][0-9]*)$")
+
+
+def _sampled_metric(name: str) -> Metric | None:
+    """pass@k and maj@N over `--samples N` (kdeval.sampling): per-example means, like accuracy."""
+    m = _SAMPLED.match(name)
+    if m is None:
+        return None
+    kind, k = m.group(1), int(m.group(2))
+    what = (
+        f"unbiased pass@{k} (Chen et al. 2021) from the correct share of the samples, mean over examples"
+        if kind == "pass"
+        else f"the majority answer of {k} samples is right (first in sample order on ties), percent"
+    )
+    return Metric(name, what, lambda h, r: mean_row(0.0), _finalize_mean, binary=True)
 
 
 def bootstrap_ci(

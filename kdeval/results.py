@@ -45,6 +45,29 @@ class AgreementRow:
 
 
 @dataclass
+class GenerationRow:
+    """What one model's answers to one task cost (every sample and stage of its generations).
+
+    thinks / unfinished: generations with a thinking trace / whose trace never closed (no answer).
+    truncated: generations that ran out of their token budget.
+    *_tokens: means per generation; tokens_per_correct: all output tokens over the right answers
+    (binary primary metrics only; None when none was right).
+    """
+
+    model: str
+    task: str
+    n: int
+    thinks: int
+    unfinished: int
+    truncated: int
+    output_tokens: float | None
+    thinking_tokens: float | None
+    answer_tokens: float | None
+    tokens_per_correct: float | None
+    correct: float | None
+
+
+@dataclass
 class SummaryRow:
     """Mean of the tasks' primary metrics per family, and of the families overall."""
 
@@ -85,11 +108,16 @@ class RunResult:
     commit: str | None = None
     #: cost figures per model name, measured in their own phase (see kdeval.gate for the shape)
     efficiency: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the cost of the answers per model and task: thinking, budget hits, tokens per right answer
+    generation: list[GenerationRow] = field(default_factory=list)
     schema: str = SCHEMA
     schema_version: int = SCHEMA_VERSION
 
     def role(self, role: str) -> str | None:
         return next((m["name"] for m in self.models if m["role"] == role), None)
+
+    def gen(self, model: str, task: str) -> GenerationRow | None:
+        return next((g for g in self.generation if (g.model, g.task) == (model, task)), None)
 
     def value(self, model: str, task: str, metric: str) -> float | None:
         return next(
@@ -125,6 +153,7 @@ class RunResult:
                 "agreement": [AgreementRow(**r) for r in raw["agreement"]],
                 "summary": [SummaryRow(**r) for r in raw["summary"]],
                 "comparisons": [Comparison(**r) for r in raw["comparisons"]],
+                "generation": [GenerationRow(**r) for r in raw.get("generation", [])],
             }
         )
 

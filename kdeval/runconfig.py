@@ -28,9 +28,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
-from kdeval.config import ROLES, ModelSpec, RunSpec
+from kdeval.config import ROLES, ModelSpec, RunSpec, check_sampling
 from kdeval.errors import UserError
 from kdeval.yamlfile import Lines, line_of, read_yaml, validation_error
 
@@ -44,6 +52,11 @@ def _plain_path(v: Any) -> Any:
     return {"path": v} if isinstance(v, str) else v
 
 
+def _budgets(v: Any) -> Any:
+    """`max_tokens: 4096` is every task's budget; `max_tokens: {gsm8k: 512}` one task's."""
+    return {"*": v} if isinstance(v, int) and not isinstance(v, bool) else v
+
+
 class ModelEntry(BaseModel):
     """A model: a checkpoint directory, hub id or server URL, and how to run it."""
 
@@ -54,6 +67,7 @@ class ModelEntry(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     dtype: str | None = None
     max_model_len: int | None = Field(default=None, ge=1)
+    thinking: str = Field(default="auto", description="auto | off | START,END (trace delimiters)")
 
 
 Entry = Annotated[ModelEntry, BeforeValidator(_plain_path)]
@@ -81,6 +95,15 @@ class CompareSettings(BaseModel):
     batch_size: int = Field(default=16, ge=1)
     use_chat_template: bool | None = None
     trust_remote_code: bool = False
+    max_tokens: Annotated[dict[str, int], BeforeValidator(_budgets)] = Field(
+        default_factory=dict, description="N for every task, or {task: N}"
+    )
+    samples: int = Field(default=1, ge=1, description="samples per example (mean@N, pass@k, maj@N)")
+
+    @model_validator(mode="after")
+    def _samples_need_sampling(self) -> CompareSettings:
+        check_sampling(self.samples, self.temperature)
+        return self
 
     def spec_for(
         self,
@@ -139,7 +162,7 @@ def _model_spec(
     where: dict[str, str] = {}
     if file is not None:
         where[""] = f"{file}:{line_of(lines, loc)}"
-        for key in ("path", "backend", "options", "dtype", "max_model_len"):
+        for key in ("path", "backend", "options", "dtype", "max_model_len", "thinking"):
             if (*loc, key) in lines:
                 where[key] = f"{file}:{lines[(*loc, key)]}"
         for key in e.options:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -20,7 +20,7 @@ from kdeval.config import RunSpec, digest
 from kdeval.errors import UserError
 from kdeval.plugins import Catalog
 from kdeval.store import Store, request_key
-from kdeval.tasks import Example, Output, Request, Task
+from kdeval.tasks import Example, GenerateRequest, Output, Request, Task
 
 Log = Callable[[str], None]
 
@@ -55,8 +55,10 @@ class LoadedTask:
 class ModelOutputs:
     model: ResolvedModel
     info: dict[str, object] = field(default_factory=dict)
-    #: task name -> example id -> outputs per stage
+    #: task name -> example id -> outputs per stage (of the first sample)
     outputs: dict[str, dict[str, list[Output]]] = field(default_factory=dict)
+    #: task name -> example id -> one list of outputs per stage for each sample (`--samples`)
+    samples: dict[str, dict[str, list[list[Output]]]] = field(default_factory=dict)
     reused: int = 0
     computed: int = 0
 
@@ -112,11 +114,62 @@ def resolve_models(spec: RunSpec, tasks: list[LoadedTask], log: Log) -> list[Res
     from kdeval.backends import resolve
 
     needs = frozenset(lt.task.task_type for lt in tasks)
+    _check_budgets(spec, tasks)
     models = [resolve(spec, m, needs) for m in spec.models]
     for m in models:
+        _check_context(spec, m, tasks)
+    for m in models:
         where = m.path if m.remote else f"{m.path} ({m.settings.dtype})"
-        log(f"{m.name}: {m.backend} backend, {where}")
+        think = f", thinks in {m.think[0]} ... {m.think[1]}" if m.think else ""
+        log(f"{m.name}: {m.backend} backend, {where}{think}")
     return models
+
+
+def _check_budgets(spec: RunSpec, tasks: list[LoadedTask]) -> None:
+    generate = {lt.task.name for lt in tasks if lt.task.task_type == "generate"}
+    for task in spec.max_tokens:
+        if task != "*" and task not in generate:
+            raise UserError(
+                f"--max-tokens {task}=...: '{task}' is not a generation task of this run",
+                fix=f"name one of: {', '.join(sorted(generate)) or 'none (this run has no generation task)'}",
+            )
+
+
+def _check_context(spec: RunSpec, m: ResolvedModel, tasks: list[LoadedTask]) -> None:
+    """A budget the model's context cannot hold is refused, not silently cut to half the window."""
+    window = m.settings.max_model_len
+    for lt in tasks:
+        if lt.task.task_type != "generate" or not spec.max_tokens:
+            continue
+        budget = spec.budget(lt.task.name, 0)
+        if budget >= window:
+            raise UserError(
+                f"--max-tokens {budget} for task '{lt.task.name}' does not fit model '{m.name}', "
+                f"whose context is {window} tokens (prompt included)",
+                fix="lower --max-tokens or raise --max-model-len (up to the model's own context)",
+            )
+
+
+def sample_seed(seed: int, task: str, example_id: str, sample: int) -> int:
+    """The seed of one sample: its own, so a sample's answer does not depend on batching or order."""
+    return int(digest([seed, task, example_id, sample]), 16) % (2**31 - 1)
+
+
+def make_request(
+    spec: RunSpec, m: ResolvedModel, task: Task, ex: Example, history: list[Output], k: int
+) -> Request:
+    """The task's request as this run sends it to this model: the run's budget, the model's
+    thinking delimiters, and a sample's own seed when there are several samples."""
+    req = task.request(ex, history)
+    if not isinstance(req, GenerateRequest):
+        return req
+    seed = sample_seed(spec.seed, task.name, ex.id, k) if spec.samples > 1 else None
+    return replace(req, max_tokens=spec.budget(task.name, req.max_tokens), think=m.think, seed=seed)
+
+
+def n_samples(spec: RunSpec, task: Task) -> int:
+    """Samples per example: multiple choice is scored by log-likelihood, one pass is exact."""
+    return spec.samples if task.task_type == "generate" else 1
 
 
 def run_models(
@@ -140,7 +193,7 @@ def run_models(
 class _Pending:
     """One stage of one model: the requests, their store keys, and those not yet stored."""
 
-    todo: list[tuple[LoadedTask, Example, Request]]
+    todo: list[tuple[LoadedTask, Example, int, Request]]  # (task, example, sample, request)
     keys: list[str]
     found: dict[str, Output]
 
@@ -162,16 +215,19 @@ def _run_one(
     settings = m.settings_hash()
     info_key = f"{m.fingerprint}:{settings}"
     for lt in tasks:
-        mo.outputs[lt.task.name] = {ex.id: [] for ex in lt.examples}
+        n = n_samples(spec, lt.task)
+        mo.samples[lt.task.name] = {ex.id: [[] for _ in range(n)] for ex in lt.examples}
     with _lazy_engine(lambda: make_backend(spec, m)) as engine:
         for stage in range(max(lt.task.stages for lt in tasks)):
             todo = [
-                (lt, ex, lt.task.request(ex, mo.outputs[lt.task.name][ex.id]))
+                (lt, ex, k, make_request(spec, m, lt.task, ex, chains[k], k))
                 for lt in tasks
                 if stage < lt.task.stages
                 for ex in lt.examples
+                for chains in [mo.samples[lt.task.name][ex.id]]
+                for k in range(len(chains))
             ]
-            keys = [request_key(m.fingerprint, settings, req) for _, _, req in todo]
+            keys = [request_key(m.fingerprint, settings, req) for *_, req in todo]
             pending = _Pending(todo, keys, store.get_many(keys))
             missing = pending.missing
             mo.reused += len(todo) - len(missing)
@@ -185,9 +241,24 @@ def _run_one(
                 backend = engine()
                 _serve(backend, pending, missing, store, mo.name, stage, bar)
                 store.put_info(info_key, _info_dict(backend))
-            for (lt, ex, _), key in zip(todo, keys, strict=True):
-                mo.outputs[lt.task.name][ex.id].append(pending.found[key])
+            for (lt, ex, k, _), key in zip(todo, keys, strict=True):
+                mo.samples[lt.task.name][ex.id][k].append(pending.found[key])
+    mo.outputs = {t: {ex: chains[0] for ex, chains in per.items()} for t, per in mo.samples.items()}
     mo.info = store.get_info(info_key) or {}
+    _warn_no_traces(mo, log)
+
+
+def _warn_no_traces(mo: ModelOutputs, log: Log) -> None:
+    """Delimiters that never appear in any answer are most likely the wrong ones: say so."""
+    think = mo.model.think
+    outs = [o for per in mo.samples.values() for chains in per.values() for c in chains for o in c]
+    generated = [o for o in outs if not o.choice_logprobs]
+    if think and generated and not any(o.thinking for o in generated):
+        log(
+            f"warning: {mo.name}: its thinking delimiters {think[0]} ... {think[1]} appear in none of "
+            f"its {len(generated)} answers; if it does not think, pass --thinking {mo.name}=off, "
+            "else give its delimiters (--thinking NAME=START,END)"
+        )
 
 
 def _serve(
@@ -197,13 +268,13 @@ def _serve(
 
     def done(j: int, out: Output) -> None:
         i = missing[j]
-        lt, ex, _ = p.todo[i]
-        store.put(p.keys[i], model, lt.task.name, ex.id, stage, out)
+        lt, ex, k, _ = p.todo[i]
+        store.put(p.keys[i], model, lt.task.name, ex.id if k == 0 else f"{ex.id}#{k}", stage, out)
         p.found[p.keys[i]] = out
         bar.update(1)
 
     try:
-        backend.run([p.todo[i][2] for i in missing], done)
+        backend.run([p.todo[i][3] for i in missing], done)
     finally:
         bar.close()
 

@@ -30,7 +30,14 @@ CREATE TABLE IF NOT EXISTS model_info (key TEXT PRIMARY KEY, info TEXT NOT NULL)
 
 
 def request_key(model_fp: str, settings_hash: str, request: Request) -> str:
-    return digest({"m": model_fp, "s": settings_hash, "kind": type(request).__name__, "r": asdict(request)})
+    fields = asdict(request)
+    for name in _UNSET_NOT_KEYED:  # fields added later key only when set, so older stores stay valid
+        if fields.get(name) is None:
+            fields.pop(name, None)
+    return digest({"m": model_fp, "s": settings_hash, "kind": type(request).__name__, "r": fields})
+
+
+_UNSET_NOT_KEYED = ("think", "seed")
 
 
 class Store:

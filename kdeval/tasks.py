@@ -31,6 +31,10 @@ class GenerateRequest:
     messages: tuple[Message, ...]
     max_tokens: int
     stop: tuple[str, ...] = ()
+    #: set by the runner, not by tasks: the model's thinking delimiters (stops then apply after
+    #: the trace only, kdeval.thinking) and the seed of one sample (so it does not depend on batching)
+    think: tuple[str, str] | None = None
+    seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -54,8 +58,14 @@ class Output:
     choice_logprobs: list[float] = field(default_factory=list)
     prompt_tokens: int = 0
     output_tokens: int = 0
-    #: a reasoning trace the server returned apart from the answer (`reasoning_content`)
+    #: the thinking trace (kdeval.thinking), or the one a server returned apart (`reasoning_content`)
     reasoning: str = ""
+    #: output tokens spent on the trace, its closing delimiter included
+    reasoning_tokens: int = 0
+    #: "" (no trace), "closed", or "open": the trace never closed, so there is no answer
+    thinking: str = ""
+    #: the generation ran out of tokens (the budget) instead of ending on EOS or a stop string
+    truncated: bool = False
 
     @property
     def choice(self) -> int:
@@ -72,6 +82,9 @@ class Output:
             "prompt_tokens": self.prompt_tokens,
             "output_tokens": self.output_tokens,
             **({"reasoning": self.reasoning} if self.reasoning else {}),
+            **({"reasoning_tokens": self.reasoning_tokens} if self.reasoning_tokens else {}),
+            **({"thinking": self.thinking} if self.thinking else {}),
+            **({"truncated": True} if self.truncated else {}),
         }
 
     @classmethod

@@ -25,7 +25,7 @@ def problem(gold: str) -> Example:
 
 def test_suite_lists_the_tasks_and_only_synth_is_offline() -> None:
     assert SUITE.name == SUITE.family == "math"
-    assert [t.name for t in SUITE.tasks] == ["math_synth", "gsm8k"]
+    assert [t.name for t in SUITE.tasks] == ["math_synth", "gsm8k", "math500", "aime"]
     assert [t.name for t in SUITE.tasks if t.offline] == ["math_synth"]
     with pytest.raises(UserError, match="--data gsm8k=FILE"):
         Gsm8k().load(None)

@@ -7,6 +7,7 @@ HTTP client load only when a backend is resolved or started, so the CLI starts i
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from kdeval.backends.base import Backend, GenerationSettings
@@ -38,7 +39,24 @@ ALL_TASK_TYPES: Needs = frozenset({"generate", "multiple_choice"})
 
 def resolve(spec: RunSpec, model: ModelSpec, needs: Needs = ALL_TASK_TYPES) -> ResolvedModel:
     """Check one model of a run with its backend, before anything runs."""
-    return get(spec.backend_of(model), where=model.where_of("backend")).resolve(model, spec, needs)
+    resolved = get(spec.backend_of(model), where=model.where_of("backend")).resolve(model, spec, needs)
+    return dataclasses.replace(resolved, think=_thinking(model, resolved))
+
+
+def _thinking(model: ModelSpec, resolved: ResolvedModel) -> tuple[str, str] | None:
+    """A model's trace delimiters: given, off, or (auto) what its local checkpoint declares.
+
+    A server's model is read from its tokenizer directory when one is here; a server started with
+    a reasoning parser returns the trace apart anyway, and other servers need the delimiters given."""
+    from pathlib import Path
+
+    from kdeval import thinking
+
+    value = thinking.parse(model.thinking, where=model.where_of("thinking"))
+    if value != "auto":
+        return value
+    local = resolved.facts.get("tokenizer") if resolved.remote else resolved.path
+    return thinking.detect(local) if local and Path(str(local)).expanduser().is_dir() else None
 
 
 def resolve_path(
@@ -49,6 +67,7 @@ def resolve_path(
     use_chat_template: bool | None = None,
     trust_remote_code: bool = False,
     options: dict[str, Any] | None = None,
+    thinking: str = "auto",
     needs: Needs = ALL_TASK_TYPES,
     name: str = "model",
     role: Role = "other",
@@ -60,7 +79,9 @@ def resolve_path(
     from kdeval.errors import UserError
 
     try:
-        model = ModelSpec(name=name, role=role, path=path, backend=kind, options=options or {})
+        model = ModelSpec(
+            name=name, role=role, path=path, backend=kind, options=options or {}, thinking=thinking
+        )
     except ValidationError as exc:
         msg = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
         raise UserError(f"{name}: {msg}", where=path) from None

@@ -14,6 +14,7 @@ from kdeval.backends.base import Backend, GenerationSettings, ModelInfo, OnDone
 from kdeval.backends.prompting import PromptCodec, choice_sequence, fit_prompt
 from kdeval.backends.registry import BackendKind, Needs, ResolvedModel
 from kdeval.tasks import ChoiceRequest, GenerateRequest, Output, Request
+from kdeval.thinking import opens_trace
 
 if TYPE_CHECKING:
     import torch
@@ -30,6 +31,7 @@ class _Prompt:
     index: int
     text: str
     ids: list[int]
+    seed: int | None = None
 
 
 @dataclass
@@ -98,38 +100,36 @@ class HFBackend:
     # -- generation -------------------------------------------------------------------------
 
     def _run_generate(self, items: list[tuple[int, GenerateRequest]], on_done: OnDone) -> None:
-        # One generate() call serves one (max_tokens, stop) setting, so group by it.
-        groups: dict[tuple[int, tuple[str, ...]], list[_Prompt]] = defaultdict(list)
+        # One generate() call serves one (max_tokens, stop, thinking) setting, so group by it.
+        groups: dict[tuple[int, tuple[str, ...], tuple[str, str] | None], list[_Prompt]] = defaultdict(list)
         for i, req in items:
             text = self.codec.render(req.messages)
             ids, max_tokens = fit_prompt(
                 self.codec.encode_text(text), req.max_tokens, self.settings.max_model_len
             )
-            groups[(max_tokens, req.stop)].append(_Prompt(i, text, ids))
+            groups[(max_tokens, req.stop, req.think)].append(_Prompt(i, text, ids, req.seed))
         import torch
 
         n_batch = 0
-        for (max_tokens, stop), prompts in groups.items():
+        sampled = self.settings.temperature > 0
+        for (max_tokens, stop, think), prompts in groups.items():
             prompts.sort(key=lambda p: len(p.ids), reverse=True)  # similar lengths pad less
-            for batch in _chunks(prompts, self.settings.batch_size):
-                if self.settings.temperature > 0:
-                    # generate() takes no generator: seed each batch, so a run is repeatable
-                    # and a batch does not depend on the batches sampled before it.
-                    torch.manual_seed(self.settings.seed + n_batch)
+            engine_stops = () if think else stop  # stops must not cut a trace (kdeval.thinking)
+            # A sample with its own seed runs alone: generate() takes no per-row generator, and
+            # its result must not depend on which other rows shared its batch.
+            alone = [[p] for p in prompts if sampled and p.seed is not None]
+            together = [p for p in prompts if not (sampled and p.seed is not None)]
+            for batch in [*_chunks(together, self.settings.batch_size), *alone]:
+                if sampled:
+                    # seed each batch, so a run is repeatable and a batch does not depend on
+                    # the batches sampled before it
+                    seed = batch[0].seed if batch[0].seed is not None else self.settings.seed + n_batch
+                    torch.manual_seed(seed)
                 n_batch += 1
-                rows = self._generate_batch([p.ids for p in batch], max_tokens, stop)
+                rows = self._generate_batch([p.ids for p in batch], max_tokens, engine_stops)
                 for prompt, row in zip(batch, rows, strict=True):
-                    on_done(prompt.index, self._output(prompt, row, stop))
-
-    def _output(self, prompt: _Prompt, generated: list[int], stop: tuple[str, ...]) -> Output:
-        done = self.codec.finish(generated, stop)
-        return Output(
-            prompt=prompt.text,
-            text=done.text,
-            token_ids=done.token_ids,
-            prompt_tokens=len(prompt.ids),
-            output_tokens=done.output_tokens,
-        )
+                    done = self.codec.finish(row, stop, think, opens_trace(prompt.text, think))
+                    on_done(prompt.index, done.output(prompt.text, len(prompt.ids)))
 
     def _generate_batch(
         self, rows: list[list[int]], max_tokens: int, stop: tuple[str, ...]

@@ -202,7 +202,9 @@ class OpenAIKind(BackendKind):
 
         assert isinstance(backend, OpenAIBackend)
         b = backend
-        engine = HTTPEngine(b.opts.base_url, b.api_key, b.cost_body, b.opts.concurrency, b.opts.timeout)
+        engine = HTTPEngine(
+            b.opts.base_url, b.api_key, b.cost_body, b.opts.concurrency, b.opts.timeout, b.answer_body
+        )
         b.closers.append(engine.close)  # its session goes with the backend
         return engine
 

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from kdeval.backends.base import ModelInfo, OnDone
 from kdeval.backends.openai import OpenAIOptions, api_key, describe
-from kdeval.backends.prompting import PromptCodec, choice_sequence, cut_at_stop, fit_prompt, render_plain
+from kdeval.backends.prompting import PromptCodec, choice_sequence, engine_stop, fit_prompt, render_plain
 from kdeval.backends.registry import ResolvedModel
 from kdeval.errors import UserError
 from kdeval.tasks import ChoiceRequest, GenerateRequest, Message, Output, Request
+from kdeval.thinking import cut_at_stop, opens_trace, split
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -135,6 +136,14 @@ class OpenAIBackend:
         extra.update({"ignore_eos": True} if self.vllm else {"min_tokens": output_len})
         return {**params, **extra, "prompt": prompt}
 
+    def answer_body(self, prompt: list[int] | str, max_tokens: int, stop: Sequence[str]) -> dict[str, Any]:
+        """The JSON of a request answered in full (the cost of one answer): the quality run's
+        sampling, to EOS or a stop string within max_tokens."""
+        params = self.sampling(max_tokens, stop)
+        extra = dict(params.pop("extra_body", {}))
+        extra.pop("return_token_ids", None)
+        return {**params, **extra, "prompt": prompt}
+
     def close(self) -> None:
         for close in self.closers:
             close()
@@ -146,7 +155,7 @@ class OpenAIBackend:
 
     # -- generation -------------------------------------------------------------------------
 
-    def sampling(self, max_tokens: int, stop: Sequence[str] = ()) -> dict[str, Any]:
+    def sampling(self, max_tokens: int, stop: Sequence[str] = (), seed: int | None = None) -> dict[str, Any]:
         """The request's sampling fields: the run's settings, with vLLM's extensions set to what
         the offline engine uses (a server would otherwise apply the checkpoint's own defaults)."""
         s = self.settings
@@ -158,7 +167,7 @@ class OpenAIBackend:
             "top_p": s.top_p if sampled else 1.0,
         }
         if sampled:
-            params["seed"] = s.seed
+            params["seed"] = s.seed if seed is None else seed
         if stop:
             params["stop"] = list(stop)
         extra: dict[str, Any] = {}
@@ -184,38 +193,52 @@ class OpenAIBackend:
         if self.opts.endpoint == "chat":
             return await self._chat(req)
         text, prompt, max_tokens = self.prompt_of(req.messages, req.max_tokens)
-        params = self.sampling(max_tokens, req.stop)
+        params = self.sampling(max_tokens, engine_stop(req), req.seed)
         resp = await self.call(lambda c: c.completions.create(prompt=prompt, **params))
         choice = resp.choices[0]
         usage = resp.usage
         n_prompt = len(prompt) if isinstance(prompt, list) else (usage.prompt_tokens if usage else 0)
         ids = (choice.model_extra or {}).get("token_ids")
-        return self._output(text, choice.text or "", ids, req.stop, n_prompt, usage)
+        out = self._output(text, choice.text or "", ids, req, n_prompt, usage)
+        if ids is None:  # text only: the server's finish reason says whether it ran out of tokens
+            out.truncated = out.truncated or choice.finish_reason == "length"
+        return out
 
     async def _chat(self, req: GenerateRequest) -> Output:
         messages = [{"role": m.role, "content": m.content} for m in req.messages]
-        params = self.sampling(req.max_tokens, req.stop)
+        params = self.sampling(req.max_tokens, engine_stop(req), req.seed)
         resp = await self.call(lambda c: c.chat.completions.create(messages=messages, **params))  # type: ignore[arg-type]
-        msg = resp.choices[0].message
+        choice = resp.choices[0]
+        msg = choice.message
         extra = msg.model_extra or {}
-        reasoning = extra.get("reasoning_content") or extra.get("reasoning") or ""
+        reasoning = str(extra.get("reasoning_content") or extra.get("reasoning") or "")
         shown = self.codec.render(req.messages) if self.codec else render_plain(req.messages)
         usage = resp.usage
-        out = self._output(
-            shown, msg.content or "", None, req.stop, usage.prompt_tokens if usage else 0, usage
-        )
-        out.reasoning = str(reasoning)
+        n_prompt = usage.prompt_tokens if usage else 0
+        if reasoning:  # the server's reasoning parser split the trace off: content is the answer
+            answer, _ = cut_at_stop(msg.content or "", req.stop)
+            closed = bool(msg.content)
+            out = Output(shown, answer, [], [], n_prompt, _completion(usage))
+            out.reasoning, out.thinking = reasoning, "closed" if closed else "open"
+            out.reasoning_tokens = _reasoning_tokens(usage)
+        else:
+            out = self._output(
+                shown, msg.content or "", None, req, usage.prompt_tokens if usage else 0, usage
+            )
+        out.truncated = choice.finish_reason == "length"
         return out
 
     def _output(
-        self, prompt: str, text: str, ids: list[int] | None, stop: Sequence[str], n_prompt: int, usage: Any
+        self, prompt: str, text: str, ids: list[int] | None, req: GenerateRequest, n_prompt: int, usage: Any
     ) -> Output:
+        opened = opens_trace(prompt, req.think)
         if self.codec is not None and ids is not None:
-            done = self.codec.finish(ids, stop)  # the same ids give the same text as offline
-            return Output(prompt, done.text, done.token_ids, [], n_prompt, done.output_tokens)
-        text = cut_at_stop(text, stop)[0]
-        n_out = usage.completion_tokens if usage else 0
-        return Output(prompt, text, [], [], n_prompt, n_out)
+            # the same ids give the same text (trace, answer, stops) as offline
+            return self.codec.finish(ids, req.stop, req.think, opened).output(prompt, n_prompt)
+        s = split(text, req.think, req.stop, opened)
+        out = Output(prompt, s.answer, [], [], n_prompt, _completion(usage))
+        out.reasoning, out.thinking = s.trace, s.state
+        return out
 
     # -- multiple choice --------------------------------------------------------------------
 
@@ -294,3 +317,13 @@ async def _all(work: Sequence[Awaitable[None]]) -> None:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+
+
+def _completion(usage: Any) -> int:
+    return int(usage.completion_tokens) if usage else 0
+
+
+def _reasoning_tokens(usage: Any) -> int:
+    """Trace tokens when the server counts them (`completion_tokens_details.reasoning_tokens`)."""
+    details = getattr(usage, "completion_tokens_details", None) if usage else None
+    return int(getattr(details, "reasoning_tokens", 0) or 0)

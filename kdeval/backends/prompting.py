@@ -8,12 +8,13 @@ backends disagree here: one keeps special tokens in generated text, the other st
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kdeval.tasks import ChoiceRequest, GenerateRequest, Message
+from kdeval.tasks import ChoiceRequest, GenerateRequest, Message, Output
+from kdeval.thinking import Split, State, cut_at_stop, split
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -24,13 +25,34 @@ class Decoded:
     """A generation after EOS and stop-string handling.
 
     token_ids:     the ids kept: before the EOS, and up to the token that completed a stop string.
-    text:          `decode(token_ids, stop)`.
+    text:          the answer: `decode(token_ids, stop)`, after the thinking trace when there is one.
     output_tokens: tokens the model produced for this answer (kept ids, plus the EOS if it ended on one).
+    reasoning:     the thinking trace as generated (kdeval.thinking), "" when none.
+    reasoning_tokens: the kept ids up to and including the trace's closing delimiter.
+    thinking:      "" (no trace), "closed", or "open" (never closed: no answer).
+    stopped:       it ended on EOS or a stop string; False means it ran out of tokens.
     """
 
     token_ids: list[int]
     text: str
     output_tokens: int
+    reasoning: str = ""
+    reasoning_tokens: int = 0
+    thinking: State = ""
+    stopped: bool = True
+
+    def output(self, prompt: str, prompt_tokens: int) -> Output:
+        return Output(
+            prompt=prompt,
+            text=self.text,
+            token_ids=self.token_ids,
+            prompt_tokens=prompt_tokens,
+            output_tokens=self.output_tokens,
+            reasoning=self.reasoning,
+            reasoning_tokens=self.reasoning_tokens,
+            thinking=self.thinking,
+            truncated=not self.stopped,
+        )
 
 
 class PromptCodec:
@@ -118,27 +140,51 @@ class PromptCodec:
         text = self._decode(self._before_eos(token_ids))
         return cut_at_stop(text, stop)[0]
 
-    def finish(self, token_ids: Sequence[int], stop: Sequence[str] = ()) -> Decoded:
-        """Apply EOS and stop handling to raw generated ids the same way on every backend.
+    def finish(
+        self,
+        token_ids: Sequence[int],
+        stop: Sequence[str] = (),
+        think: tuple[str, str] | None = None,
+        opened: bool = False,
+    ) -> Decoded:
+        """Apply EOS, thinking and stop handling to raw generated ids the same way on every backend.
 
         Engines stop on stop strings in slightly different places (or generate past them), so
-        the kept ids are recomputed here: the shortest prefix whose text holds a stop string.
+        the kept ids are recomputed here: the shortest prefix whose answer holds a stop string.
+        With `think` delimiters, stop strings apply after the trace only (kdeval.thinking).
         """
         kept = self._before_eos(token_ids)
         ended_on_eos = len(kept) < len(token_ids)
-        text, hit = cut_at_stop(self._decode(kept), stop)
-        if hit:
-            kept = kept[: self._first_prefix_with_stop(kept, stop)]
-            ended_on_eos = False
-            text = self.decode(kept, stop)
-        return Decoded(kept, text, len(kept) + int(ended_on_eos))
 
-    def _first_prefix_with_stop(self, ids: list[int], stop: Sequence[str]) -> int:
-        # Binary search: holding a stop string is monotone in the prefix length.
+        def cut(ids: list[int]) -> Split:
+            return split(self._decode(ids), think, stop, opened)
+
+        s = cut(kept)
+        if s.stopped:
+            kept = kept[: self._first_prefix(kept, lambda ids: cut(ids).stopped)]
+            ended_on_eos = False
+            s = cut(kept)
+        n_trace = 0
+        if s.state == "closed":
+            n_trace = self._first_prefix(kept, lambda ids: cut(ids).state == "closed")
+        elif s.state == "open":
+            n_trace = len(kept)
+        return Decoded(
+            kept,
+            s.answer,
+            len(kept) + int(ended_on_eos),
+            reasoning=s.trace,
+            reasoning_tokens=n_trace,
+            thinking=s.state,
+            stopped=ended_on_eos or s.stopped,
+        )
+
+    def _first_prefix(self, ids: list[int], holds: Callable[[list[int]], bool]) -> int:
+        # Binary search: `holds` (a stop string or a closing delimiter seen) is monotone in the length.
         lo, hi = 1, len(ids)
         while lo < hi:
             mid = (lo + hi) // 2
-            if cut_at_stop(self._decode(ids[:mid]), stop)[1]:
+            if holds(ids[:mid]):
                 hi = mid
             else:
                 lo = mid + 1
@@ -155,8 +201,18 @@ class PromptCodec:
         return str(self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False))
 
 
+def engine_stop(req: GenerateRequest) -> tuple[str, ...]:
+    """The stop strings an engine may stop on: none for a thinking model, whose trace they would cut."""
+    return () if req.think else req.stop
+
+
 def fit_prompt(prompt_ids: list[int], max_tokens: int, max_model_len: int) -> tuple[list[int], int]:
-    """Left-truncate a prompt so prompt + answer fit the context window (lm-eval does the same)."""
+    """Left-truncate a prompt so prompt + answer fit the context window (lm-eval does the same).
+
+    A prompt and budget that fit are kept as they are (a reasoning budget may be most of the
+    window); otherwise the answer gets at most half the window and the prompt the rest."""
+    if max_tokens >= 1 and len(prompt_ids) + max_tokens <= max_model_len:
+        return prompt_ids, max_tokens
     max_tokens = max(1, min(max_tokens, max_model_len // 2))
     room = max_model_len - max_tokens
     return prompt_ids[-room:], max_tokens
@@ -179,11 +235,6 @@ def render_plain(messages: Sequence[Message]) -> str:
         return head + turns[0].content
     body = "".join(f"{m.role.capitalize()}: {m.content}\n\n" for m in turns)
     return head + body + "Assistant:"
-
-
-def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    hits = [i for i in (text.find(s) for s in stop if s) if i >= 0]
-    return (text[: min(hits)], True) if hits else (text, False)
 
 
 def _generation_eos_ids(path: Path) -> list[int]:

@@ -71,6 +71,8 @@ class ResolvedModel:
     trust_remote_code: bool = False
     remote: bool = False
     facts: dict[str, Any] = field(default_factory=dict)
+    #: thinking-trace delimiters (kdeval.thinking); they travel in each request, so they key the store
+    think: tuple[str, str] | None = None
 
     def settings_hash(self) -> str:
         """What changes this model's outputs besides its weights and the prompt."""
@@ -89,7 +91,8 @@ class ResolvedModel:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ResolvedModel:
-        return cls(**{**d, "settings": GenerationSettings(**d["settings"])})
+        think = tuple(d["think"]) if d.get("think") else None
+        return cls(**{**d, "settings": GenerationSettings(**d["settings"]), "think": think})
 
 
 class BackendKind(ABC):

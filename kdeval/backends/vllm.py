@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdeval.backends.base import Backend, GenerationSettings, ModelInfo, OnDone
-from kdeval.backends.prompting import PromptCodec, choice_sequence, fit_prompt
+from kdeval.backends.prompting import PromptCodec, choice_sequence, engine_stop, fit_prompt
 from kdeval.backends.registry import BackendKind, Needs, ResolvedModel, vllm_available
 from kdeval.efficiency.memory import param_count
 from kdeval.errors import UserError
 from kdeval.tasks import ChoiceRequest, GenerateRequest, Output, Request
+from kdeval.thinking import opens_trace
 
 if TYPE_CHECKING:
     from kdeval.config import ModelSpec, RunSpec
@@ -39,6 +40,7 @@ class _Pending:
     index: int
     text: str
     stop: tuple[str, ...] = ()
+    think: tuple[str, str] | None = None
     targets: list[list[int]] = field(default_factory=list)  # continuation ids per choice
     scores: dict[int, float] = field(default_factory=dict)
     prompt_tokens: int = 0
@@ -87,6 +89,8 @@ class VLLMBackend:
             "trust_remote_code": trust_remote_code,
             "enforce_eager": enforce_eager,
         }
+        if current_platform.is_cpu():
+            args.update(cpu_kv_cache(engine_kwargs))
         self.llm: Any = LLM(**args, **engine_kwargs)
         self._counter = itertools.count()
         self.info = ModelInfo(
@@ -157,8 +161,8 @@ class VLLMBackend:
             ids, max_tokens = fit_prompt(
                 self.codec.encode_text(text), req.max_tokens, self.settings.max_model_len
             )
-            pending = _Pending(index, text, stop=req.stop, prompt_tokens=len(ids))
-            return [_Job(ids, self._generate_params(max_tokens, req.stop), pending)]
+            pending = _Pending(index, text, stop=req.stop, think=req.think, prompt_tokens=len(ids))
+            return [_Job(ids, self._generate_params(max_tokens, engine_stop(req), req.seed), pending)]
         return self._choice_jobs(index, text, req)
 
     def _choice_jobs(self, index: int, text: str, req: ChoiceRequest) -> list[_Job]:
@@ -175,7 +179,7 @@ class VLLMBackend:
             jobs.append(_Job(seq, params, pending, choice=k))
         return jobs
 
-    def _generate_params(self, max_tokens: int, stop: tuple[str, ...]) -> Any:
+    def _generate_params(self, max_tokens: int, stop: tuple[str, ...], seed: int | None = None) -> Any:
         from vllm import SamplingParams
 
         s = self.settings
@@ -183,7 +187,8 @@ class VLLMBackend:
         return SamplingParams(
             temperature=s.temperature,
             top_p=s.top_p if sampled else 1.0,
-            seed=s.seed if sampled else None,  # per request, so results do not depend on batching
+            # per request (a sample's own seed, else the run's), so results do not depend on batching
+            seed=(s.seed if seed is None else seed) if sampled else None,
             max_tokens=max_tokens,
             stop_token_ids=list(self.codec.eos_ids),
             # Stop strings only stop early; PromptCodec.finish decides what is kept. vLLM needs
@@ -217,19 +222,32 @@ class VLLMBackend:
     def _complete(self, job: _Job, out: Any, on_done: OnDone) -> None:
         p = job.pending
         if job.choice is None:
-            done = self.codec.finish(out.outputs[0].token_ids, p.stop)
-            on_done(p.index, self._generated(p, done.text, done.token_ids, done.output_tokens))
+            opened = opens_trace(p.text, p.think)
+            done = self.codec.finish(out.outputs[0].token_ids, p.stop, p.think, opened)
+            on_done(p.index, done.output(p.text, p.prompt_tokens))
             return
         p.scores[job.choice] = _continuation_logprob(out.prompt_logprobs, p.targets[job.choice])
         if len(p.scores) == len(p.targets):
             scores = [p.scores[k] for k in range(len(p.targets))]
             on_done(p.index, Output(prompt=p.text, choice_logprobs=scores, prompt_tokens=p.prompt_tokens))
 
-    @staticmethod
-    def _generated(p: _Pending, text: str, ids: list[int], n_out: int) -> Output:
-        return Output(
-            prompt=p.text, text=text, token_ids=ids, prompt_tokens=p.prompt_tokens, output_tokens=n_out
-        )
+
+#: KV cache of a CPU engine when the user sets none: vLLM's own default reserves 92% of the RAM
+#: (`gpu_memory_utilization` means host memory on CPU) and refuses to start when less is free.
+CPU_KV_CACHE_MAX_BYTES = 4 << 30
+
+
+def cpu_kv_cache(engine_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A sane KV cache for a CPU engine: a quarter of the free memory, at most 4 GiB, unless
+    the user chose one (`kv_cache_memory_bytes` / `gpu_memory_utilization` options, or
+    vLLM's VLLM_CPU_KVCACHE_SPACE variable)."""
+    chosen = ("kv_cache_memory_bytes", "gpu_memory_utilization", "num_gpu_blocks_override")
+    if any(engine_kwargs.get(k) is not None for k in chosen) or os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+        return {}
+    import psutil
+
+    free = int(psutil.virtual_memory().available)
+    return {"kv_cache_memory_bytes": max(256 << 20, min(CPU_KV_CACHE_MAX_BYTES, free // 4))}
 
 
 def _continuation_logprob(prompt_logprobs: Sequence[Any], targets: list[int]) -> float:

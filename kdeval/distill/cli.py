@@ -43,6 +43,7 @@ _FLAGS: dict[str, tuple[str, Any]] = {
     "--chunk-size": ("chunk_size", int),
     "--teacher-backend": ("teacher_backend", str),
     "--teacher-max-tokens": ("teacher_max_tokens", int),
+    "--teacher-thinking": ("teacher_thinking", str),
 }
 
 
@@ -91,7 +92,7 @@ def _distill_parser(sub: argparse._SubParsersAction) -> None:
     )
     for flag, (field, kind) in _FLAGS.items():
         info = DistillConfig.model_fields[field]
-        metavar = "PATH" if kind is str and field not in ("teacher_backend",) else None
+        metavar = "PATH" if kind is str and field not in ("teacher_backend", "teacher_thinking") else None
         p.add_argument(flag, dest=field, type=kind, default=None, metavar=metavar, help=info.description)
     p.add_argument("--method", default=None, choices=["sft", "seqkd", "kd", "jsd", "tvd", "skl"])
     p.add_argument("--config", type=Path, default=None, metavar="YAML", help="settings file (flags win)")

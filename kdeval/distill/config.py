@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kdeval.errors import UserError
 
@@ -79,6 +79,18 @@ class DistillConfig(BaseModel):
         default_factory=dict, description="the teacher backend's options (as in a run file's model entry)"
     )
     teacher_max_tokens: int = Field(256, ge=1, description="seqkd: longest teacher answer, in tokens")
+    teacher_thinking: str = Field(
+        "auto",
+        description="seqkd: the teacher's thinking-trace delimiters, kept in the answers the student "
+        "learns (auto: from its chat template; off; or START,END)",
+    )
+
+    @field_validator("teacher_thinking")
+    @classmethod
+    def _thinking_is_known(cls, v: str) -> str:
+        from kdeval.thinking import check_setting
+
+        return check_setting(v)
 
     @model_validator(mode="after")
     def _teacher_when_needed(self) -> DistillConfig:

@@ -39,25 +39,14 @@ def build_model(
 ) -> Path:
     """Write a random-init Llama + `tokenizer` to `path` atomically (a crash leaves no half model)."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
+
+    from kdeval.tinymodels import llama_config
 
     if hidden % HEAD_DIM:
         raise ValueError(f"hidden size {hidden} is not a multiple of head_dim {HEAD_DIM}")
     heads = hidden // HEAD_DIM
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=hidden * 4,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=heads,
-        head_dim=HEAD_DIM,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = llama_config(tokenizer, hidden, layers, heads)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).eval()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -110,7 +110,9 @@ def distill_config(
     values: dict[str, Any] = {**p.distill, "student": p.student, "train": train, **_teacher_fields(p.teacher)}
     values.update(valid=p.data.valid, out=out or str(Path(p.out) / "distilled"))
     if sft:  # same hyperparameters, no teacher: the fair baseline
-        values.update(method="sft", teacher=None, teacher_backend=None, teacher_options={})
+        values.update(
+            method="sft", teacher=None, teacher_backend=None, teacher_options={}, teacher_thinking="auto"
+        )
         values.update(topk=None, topk_cache=None)
     for key in _TOP_LEVEL:
         if key in p.distill:
@@ -128,7 +130,12 @@ def distill_config(
 def _teacher_fields(t: ModelEntry) -> dict[str, Any]:
     """The distill settings that say where the teacher is and how it is served."""
     path = t.path or t.options.get("base_url")
-    return {"teacher": path, "teacher_backend": t.backend, "teacher_options": t.options}
+    return {
+        "teacher": path,
+        "teacher_backend": t.backend,
+        "teacher_options": t.options,
+        "teacher_thinking": t.thinking,
+    }
 
 
 def run_pipeline(file: Path, *, progress: bool = True, log: Callable[[str], None] | None = None) -> Path:

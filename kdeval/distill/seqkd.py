@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from kdeval import thinking
 from kdeval.backends.base import GenerationSettings
 from kdeval.backends.registry import Needs, ResolvedModel
 from kdeval.config import digest
@@ -44,6 +45,7 @@ def teacher_model(cfg: DistillConfig, needs: Needs = frozenset({"generate"})) ->
         use_chat_template=cfg.use_chat_template,
         trust_remote_code=cfg.trust_remote_code,
         options=cfg.teacher_options,
+        thinking=cfg.teacher_thinking,
         needs=needs,
         name="teacher",
         role="teacher",
@@ -61,6 +63,7 @@ def teacher_responses(
         "settings": settings.__dict__,
         "max_tokens": cfg.teacher_max_tokens,
         "chat": cfg.use_chat_template,
+        **({"think": teacher.think} if teacher.think else {}),
     }
     keys = [digest({**scope, "messages": [(m.role, m.content) for m in r.messages]}) for r in records]
     path = cfg.responses_path()
@@ -69,6 +72,15 @@ def teacher_responses(
     if todo:
         _generate(cfg, teacher, [records[i] for i in todo], [keys[i] for i in todo], path, cached, progress)
     return [replace(r, response=cached[k]) for r, k in zip(records, keys, strict=True)]
+
+
+def whole_answer(output: Output, think: tuple[str, str] | None) -> str:
+    """What the teacher wrote after the prompt: trace (if any) and answer, as one text."""
+    if not output.thinking:
+        return output.text
+    delims = think or thinking.DEFAULT  # a server's reasoning parser split it: R1's delimiters
+    opened = thinking.opens_trace(output.prompt, delims)
+    return thinking.full_text(output.reasoning, output.text, output.thinking, delims, opened)
 
 
 def read_cache(path: Path) -> dict[str, str]:
@@ -98,7 +110,11 @@ def _generate(
 
     from tqdm import tqdm
 
-    requests = [GenerateRequest(messages=r.messages, max_tokens=cfg.teacher_max_tokens) for r in records]
+    # The teacher's whole answer is the target, its thinking trace included (the R1-Distill recipe).
+    think = teacher.think
+    requests = [
+        GenerateRequest(messages=r.messages, max_tokens=cfg.teacher_max_tokens, think=think) for r in records
+    ]
     backend = teacher.kind().start(teacher)
     path.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(requests), desc="teacher answers", unit="req", disable=not progress, file=sys.stderr)
@@ -106,10 +122,13 @@ def _generate(
         with path.open("a", encoding="utf-8") as fh:
 
             def done(i: int, output: Output) -> None:
-                row = {"key": keys[i], "id": records[i].id, "response": output.text}
+                response = whole_answer(output, think)
+                row = {"key": keys[i], "id": records[i].id, "response": response}
+                if output.thinking:
+                    row["thinking"] = output.thinking  # "open": the trace ran out of tokens
                 fh.write(json.dumps(row) + "\n")
                 fh.flush()
-                cached[keys[i]] = output.text
+                cached[keys[i]] = response
                 bar.update(1)
 
             backend.run(requests, done)

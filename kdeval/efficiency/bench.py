@@ -24,10 +24,12 @@ from typing import TYPE_CHECKING, Any
 from kdeval.efficiency import prompts as prompt_io
 from kdeval.efficiency.machine import describe, device_label, serving_processes, versions
 from kdeval.efficiency.memory import PeakSampler, loaded_bytes, memory_figures, param_count, weight_bytes
-from kdeval.efficiency.probes import ProbeConfig, run_probes, timed
+from kdeval.efficiency.probes import Engine, ProbeConfig, run_probes, summary_ms, timed
 from kdeval.errors import UserError
+from kdeval.tasks import Message
 
 if TYPE_CHECKING:
+    from kdeval.backends.prompting import PromptCodec
     from kdeval.backends.registry import ResolvedModel
     from kdeval.config import RunSpec
     from kdeval.runner import LoadedTask
@@ -42,13 +44,36 @@ class BenchConfig:
     output_len: int = 128
     warmup: int = 3
     repeats: int = 3
+    answers: int = 8  # batch-1 requests of the run's generation tasks, answered in full
 
     def probe(self) -> ProbeConfig:
         return ProbeConfig(output_len=self.output_len, warmup=self.warmup, repeats=self.repeats)
 
 
+@dataclass(frozen=True)
+class AnswerPrompt:
+    """A generation task's first-turn prompt as the quality run sends it to one model: its token
+    budget, and the stop strings the engine may stop on (none for a model that thinks)."""
+
+    messages: tuple[Message, ...]
+    max_tokens: int
+    stop: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        msgs = [{"role": m.role, "content": m.content} for m in self.messages]
+        return {"messages": msgs, "max_tokens": self.max_tokens, "stop": list(self.stop)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AnswerPrompt:
+        msgs = tuple(Message(m["role"], m["content"]) for m in d["messages"])
+        return cls(msgs, int(d["max_tokens"]), tuple(d["stop"]))
+
+
 def measure_model(
-    model: ResolvedModel, prompts: Sequence[prompt_io.Prompt], cfg: BenchConfig
+    model: ResolvedModel,
+    prompts: Sequence[prompt_io.Prompt],
+    cfg: BenchConfig,
+    answers: Sequence[AnswerPrompt] = (),
 ) -> dict[str, Any]:
     """Start the model's engine, measure it, stop it; the figures for results.json `efficiency`.
 
@@ -62,7 +87,12 @@ def measure_model(
         try:
             ids = prompt_io.encode(prompts, backend.codec, model.settings.max_model_len, cfg.output_len)
             latency, batch = ids[: cfg.num_prompts], prompt_io.cycle(ids, cfg.throughput_prompts)
-            figures = run_probes(kind.cost_engine(backend), latency, batch, cfg.probe(), sampler)
+            engine = kind.cost_engine(backend)
+            figures = run_probes(engine, latency, batch, cfg.probe(), sampler)
+            if answers:
+                figures |= _answer_figures(
+                    engine, backend.codec, model.settings.max_model_len, answers, sampler
+                )
             on_gpu, info = kind.on_gpu(backend), backend.info
             engine_settings = {**kind.engine_settings(backend), **serving_processes()}
             kv, kv_note = kind.kv_cache(backend)
@@ -107,6 +137,38 @@ def measure_model(
     }
 
 
+def _answer_figures(
+    engine: Engine,
+    codec: PromptCodec | None,
+    max_model_len: int,
+    answers: Sequence[AnswerPrompt],
+    sampler: PeakSampler | None,
+) -> dict[str, Any]:
+    """The cost of whole answers: batch-1 requests of the run's own generation prompts, each to
+    EOS or a stop string within its task's budget, so a model that thinks pays for its thinking."""
+    from kdeval.backends.prompting import fit_prompt, render_plain
+
+    requests: list[tuple[Any, int, tuple[str, ...]]] = []
+    for a in answers:
+        if codec is None:
+            requests.append((render_plain(a.messages), a.max_tokens, a.stop))
+            continue
+        ids, budget = fit_prompt(codec.encode_text(codec.render(a.messages)), a.max_tokens, max_model_len)
+        requests.append((ids, budget, a.stop))
+    if sampler:
+        sampler.pause()
+    try:
+        timings = [engine.answer(p, budget, stop) for p, budget, stop in requests]
+    finally:
+        if sampler:
+            sampler.resume()
+    tokens = [t.output_tokens for t in timings]
+    return {
+        "answer_latency_ms": summary_ms([t.e2e_s for t in timings]),
+        "answer_tokens": {"mean": round(sum(tokens) / len(tokens), 1), "max": max(tokens), "n": len(tokens)},
+    }
+
+
 def _remote_figures(model: ResolvedModel, extra: dict[str, str], workload: dict[str, Any]) -> dict[str, Any]:
     """What is known of a server's cost besides the timings: what the user stated, else "remote"."""
     stated = model.options
@@ -147,7 +209,38 @@ def measure_run(
     cfg = cfg or BenchConfig()
     n = max(cfg.num_prompts, cfg.throughput_prompts)
     prompts = prompt_io.sample_tasks([(lt.task, lt.examples) for lt in tasks], n, spec.seed)
-    return measure_models(models, prompts, cfg, log=log)
+    answers = {m.name: answer_prompts(spec, m, tasks, cfg.answers) for m in models}
+    return measure_models(models, prompts, cfg, log=log, answers=answers)
+
+
+def answer_prompts(
+    spec: RunSpec, model: ResolvedModel, tasks: Sequence[LoadedTask], n: int
+) -> list[AnswerPrompt]:
+    """n first-turn prompts of the run's generation tasks, taken in turn from each task, as the
+    quality run sent them to this model (budget, thinking)."""
+    import random
+
+    from kdeval.backends.prompting import engine_stop
+    from kdeval.runner import make_request
+    from kdeval.tasks import GenerateRequest
+
+    pools = []
+    for lt in tasks:
+        if lt.task.task_type != "generate":
+            continue
+        picked = random.Random(spec.seed).sample(lt.examples, min(n, len(lt.examples)))
+        reqs = [make_request(spec, model, lt.task, ex, [], 0) for ex in picked]
+        pools.append(
+            [
+                AnswerPrompt(r.messages, r.max_tokens, engine_stop(r))
+                for r in reqs
+                if isinstance(r, GenerateRequest)
+            ]
+        )
+    out: list[AnswerPrompt] = []
+    for i in range(max((len(p) for p in pools), default=0)):
+        out += [pool[i] for pool in pools if i < len(pool)]
+    return out[:n]
 
 
 def measure_models(
@@ -157,6 +250,7 @@ def measure_models(
     *,
     log: Log,
     isolate: bool = True,
+    answers: dict[str, list[AnswerPrompt]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Figures per model name. A model that fails is recorded with its error, so a long quality
     run is never lost to its cost phase."""
@@ -164,9 +258,12 @@ def measure_models(
     for model in models:
         name = model.name
         log(f"{name}: measuring start-up, latency, throughput and memory ({model.backend})")
+        mine = (answers or {}).get(name, [])
         try:
             out[name] = (
-                _measure_in_subprocess(model, prompts, cfg) if isolate else measure_model(model, prompts, cfg)
+                _measure_in_subprocess(model, prompts, cfg, mine)
+                if isolate
+                else measure_model(model, prompts, cfg, mine)
             )
         except (RuntimeError, OSError, subprocess.SubprocessError, UserError) as exc:
             log(f"{name}: efficiency not measured: {exc}")
@@ -177,7 +274,10 @@ def measure_models(
 
 
 def _measure_in_subprocess(
-    model: ResolvedModel, prompts: Sequence[prompt_io.Prompt], cfg: BenchConfig
+    model: ResolvedModel,
+    prompts: Sequence[prompt_io.Prompt],
+    cfg: BenchConfig,
+    answers: Sequence[AnswerPrompt] = (),
 ) -> dict[str, Any]:
     """`kdeval bench` on the resolved model in a fresh process (no memory of earlier models)."""
     with tempfile.TemporaryDirectory(prefix="kdeval-bench-") as tmp:
@@ -185,6 +285,10 @@ def _measure_in_subprocess(
         prompt_io.write(prompts, prompt_file)
         model_file.write_text(json.dumps(model.to_dict()))
         argv = ["--resolved", str(model_file), "--prompts", str(prompt_file), "--out", tmp, "--quiet"]
+        if answers:
+            answer_file = Path(tmp) / "answers.jsonl"
+            answer_file.write_text("".join(json.dumps(a.to_dict()) + "\n" for a in answers))
+            argv += ["--answers", str(answer_file)]
         proc = subprocess.run(
             [sys.executable, "-m", "kdeval.efficiency.bench", *argv, *_cfg_argv(cfg)],
             capture_output=True,
@@ -215,6 +319,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--model", metavar="PATH|URL", help="a checkpoint, or an OpenAI-compatible server's URL"
     )
     target.add_argument("--resolved", type=Path, help=argparse.SUPPRESS)  # compare's cost phase
+    p.add_argument("--answers", type=Path, help=argparse.SUPPRESS)  # compare's full-answer prompts
     p.add_argument("--backend", choices=names(), default=None, help="default: vllm when it imports, else hf")
     p.add_argument(
         "--option", action="append", default=[], metavar="KEY=VALUE",
@@ -293,7 +398,11 @@ def run(args: argparse.Namespace) -> int:
     model = _resolve_target(args)
     cfg = BenchConfig(args.num_prompts, args.throughput_prompts, args.output_len, args.warmup, args.repeats)
     prompts = prompt_io.load(args.prompts, max(cfg.num_prompts, cfg.throughput_prompts), args.seed)
-    figures = measure_model(model, prompts, cfg)
+    answers = []
+    if args.answers is not None:
+        lines = args.answers.read_text(encoding="utf-8").splitlines()
+        answers = [AnswerPrompt.from_dict(json.loads(x)) for x in lines if x.strip()]
+    figures = measure_model(model, prompts, cfg, answers)
     name = model.name if args.resolved else Path(model.path).name or model.path
     args.out.mkdir(parents=True, exist_ok=True)
     doc = {

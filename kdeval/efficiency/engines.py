@@ -2,7 +2,8 @@
 (The remote backend's view, over HTTP, is in kdeval.backends.openai.)
 
 Both force exactly `output_len` new tokens per request (vLLM: ignore_eos, as its benchmarks do;
-transformers: min_new_tokens = max_new_tokens).
+transformers: min_new_tokens = max_new_tokens), except `answer`: one request answered in full, to
+EOS or a stop string within the task's budget, which is what an answer costs a model that thinks.
 
 TTFT on vLLM comes from the engine's own request metrics (`RequestOutput.metrics.
 first_token_latency`, present when the engine was started with stats logging on, which the
@@ -12,6 +13,7 @@ transformers a streamer notes when the first new token arrives.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from kdeval.efficiency.probes import Batch, Timing, timed
@@ -27,6 +29,7 @@ _QUIET: dict[str, Any] = {"use_tqdm": False}
 class VLLMEngine:
     def __init__(self, backend: VLLMBackend, temperature: float = 0.0, seed: int = 0) -> None:
         self.llm: Any = backend.llm
+        self.eos_ids = list(backend.codec.eos_ids)
         self.temperature, self.seed = temperature, seed
         self.ttft_method = "vLLM request metrics (first_token_latency)"
 
@@ -64,6 +67,25 @@ class VLLMEngine:
     def first_token_s(self, prompt: list[int]) -> float:
         return self._generate([prompt], 1)[1]
 
+    def answer(self, prompt: list[int], max_tokens: int, stop: Sequence[str]) -> Timing:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        sampled = self.temperature > 0
+        params = SamplingParams(
+            temperature=self.temperature,
+            top_p=1.0,
+            seed=self.seed if sampled else None,
+            max_tokens=max_tokens,
+            stop_token_ids=self.eos_ids,
+            stop=list(stop) or None,
+            detokenize=bool(stop),  # stop strings need the detokenizer, as in the quality run
+        )
+        token = TokensPrompt(prompt_token_ids=prompt)
+        (out,), e2e = timed(lambda: self.llm.generate([token], params, **_QUIET))
+        ttft = getattr(getattr(out, "metrics", None), "first_token_latency", None) or None
+        return Timing(e2e, ttft, len(out.outputs[0].token_ids))
+
     def all(self, prompts: list[list[int]], output_len: int) -> Batch:
         outs, elapsed = self._generate(prompts, output_len)
         # Token counts from the engine's outputs, as `vllm bench throughput` counts them.
@@ -99,14 +121,16 @@ class HFEngine:
         self.backend = backend
         self.temperature, self.seed = temperature, seed
 
-    def _config(self, output_len: int) -> Any:
+    def _config(self, output_len: int, full: bool = True, stop: Sequence[str] = ()) -> Any:
         from transformers import GenerationConfig
 
         eos = list(self.backend.codec.eos_ids)
         sampled = self.temperature > 0
         return GenerationConfig(
             max_new_tokens=output_len,
-            min_new_tokens=output_len,  # EOS is masked until then: exactly output_len tokens
+            # EOS is masked until then: exactly output_len tokens (unless answering in full)
+            min_new_tokens=output_len if full else None,
+            stop_strings=list(stop) or None,
             do_sample=sampled,
             temperature=self.temperature if sampled else None,
             top_k=0 if sampled else None,
@@ -115,7 +139,9 @@ class HFEngine:
             pad_token_id=eos[0],
         )
 
-    def _generate(self, rows: list[list[int]], output_len: int, streamer: Any = None) -> Any:
+    def _generate(
+        self, rows: list[list[int]], output_len: int, streamer: Any = None, config: Any = None
+    ) -> Any:
         import torch
 
         be = self.backend
@@ -131,8 +157,10 @@ class HFEngine:
             out = be.model.generate(
                 input_ids=ids.to(be.device),
                 attention_mask=mask.to(be.device),
-                generation_config=self._config(output_len),
+                generation_config=config or self._config(output_len),
                 streamer=streamer,
+                # stop strings need the tokenizer (full answers only; the probes have none)
+                tokenizer=be.codec.tokenizer if config is not None and config.stop_strings else None,
             )
         if str(be.device).startswith("cuda"):
             torch.cuda.synchronize()  # the clock stops when the device is done, not when queued
@@ -150,6 +178,17 @@ class HFEngine:
 
     def first_token_s(self, prompt: list[int]) -> float:
         return timed(self._generate, [prompt], 1)[1]
+
+    def answer(self, prompt: list[int], max_tokens: int, stop: Sequence[str]) -> Timing:
+        import time
+
+        streamer = _FirstToken()
+        start = time.perf_counter()
+        new = self._generate([prompt], max_tokens, streamer, self._config(max_tokens, False, stop))
+        e2e = time.perf_counter() - start
+        ttft = None if streamer.first_at is None else streamer.first_at - start
+        done = self.backend.codec.finish([int(t) for t in new[0]], stop)
+        return Timing(e2e, ttft, done.output_tokens)
 
     def all(self, prompts: list[list[int]], output_len: int) -> Batch:
         # transformers has no continuous batching: fixed batches of the run's batch size, longest

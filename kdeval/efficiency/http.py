@@ -15,22 +15,33 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kdeval.efficiency.probes import Batch, EnginePrompt, Timing
 
 #: (prompt, output_len) -> the request's JSON body
 BodyFn = Callable[[EnginePrompt, int], dict[str, Any]]
+#: (prompt, max_tokens, stop) -> the JSON body of a request answered in full (EOS not ignored)
+AnswerBodyFn = Callable[[EnginePrompt, int, Sequence[str]], dict[str, Any]]
 
 
 class HTTPEngine:
     ttft_method = "client side: arrival of the first streamed chunk with a token (as vllm bench serve)"
 
-    def __init__(self, base_url: str, api_key: str, body: BodyFn, concurrency: int, timeout_s: float) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        body: BodyFn,
+        concurrency: int,
+        timeout_s: float,
+        answer_body: AnswerBodyFn | None = None,
+    ) -> None:
         self.url = base_url.rstrip("/") + "/completions"
         self.headers = {"Authorization": f"Bearer {api_key}"}
         self.body, self.concurrency, self.timeout_s = body, concurrency, timeout_s
+        self.answer_body = answer_body
         self._loop = asyncio.new_event_loop()
         self._open: Any = None
 
@@ -50,8 +61,14 @@ class HTTPEngine:
             self._open = None
         self._loop.close()
 
-    async def _stream(self, prompt: EnginePrompt, output_len: int) -> Timing:
-        body = {**self.body(prompt, output_len), "stream": True, "stream_options": {"include_usage": True}}
+    async def _stream(
+        self, prompt: EnginePrompt, output_len: int, body: dict[str, Any] | None = None
+    ) -> Timing:
+        body = {
+            **(body or self.body(prompt, output_len)),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         first: float | None = None
         n_out = 0
         session = self._session()
@@ -94,6 +111,12 @@ class HTTPEngine:
 
     def all(self, prompts: list[EnginePrompt], output_len: int) -> Batch:
         return self._loop.run_until_complete(self._batch(prompts, output_len))
+
+    def answer(self, prompt: EnginePrompt, max_tokens: int, stop: Sequence[str]) -> Timing:
+        if self.answer_body is None:
+            raise RuntimeError("this engine was built without a full-answer request body")
+        body = self.answer_body(prompt, max_tokens, stop)
+        return self._loop.run_until_complete(self._stream(prompt, max_tokens, body))
 
 
 async def _check(resp: Any) -> None:

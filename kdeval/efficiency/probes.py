@@ -62,6 +62,10 @@ class Engine(Protocol):
 
     def all(self, prompts: list[EnginePrompt], output_len: int) -> Batch: ...
 
+    def answer(self, prompt: EnginePrompt, max_tokens: int, stop: Sequence[str]) -> Timing:
+        """One batch-1 request answered in full: until EOS (or a stop string), within max_tokens."""
+        ...
+
 
 class Pausable(Protocol):
     def pause(self) -> None: ...

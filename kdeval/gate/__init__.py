@@ -34,9 +34,9 @@ if TYPE_CHECKING:
 
 # settings that do not change model outputs (batch size, by design) or are hashes of the rest
 IGNORED_SETTINGS = {"batch_size", "bootstrap_resamples", "settings_hash"}
-_TASK_KEYS = ("suite", "version", "data_hash", "prompt_hash", "n_examples")
+_TASK_KEYS = ("suite", "version", "data_hash", "prompt_hash", "n_examples", "max_tokens", "samples")
 #: per-model entries that change outputs (options that only place or pace a model are left out)
-_MODEL_KEYS = ("backend", "dtype", "max_model_len", "output_options")
+_MODEL_KEYS = ("backend", "dtype", "max_model_len", "output_options", "thinking")
 
 
 Results = RunResult  # the name the gate and its pytest plugin use

@@ -65,6 +65,7 @@ class Ratios:
     weights_reduction: float | None
     throughput_x: float | None  # output tokens/s, distilled / reference
     quality_retention: float | None  # overall quality, distilled / reference
+    latency_what: str = "latency"  # "latency per answer" when full answers were timed
 
 
 def _div(a: float | None, b: float | None) -> float | None:
@@ -76,9 +77,20 @@ def _less(a: float | None, b: float | None) -> float | None:
     return None if q is None else 1 - q
 
 
+def latency_key(r: RunResult) -> tuple[str, str]:
+    """Which latency the ratios and the plot compare: the mean latency of a full answer when
+    every measured model has it (a model that thinks longer pays for it), else the p50 of a
+    fixed number of output tokens."""
+    figs = [f for f in r.efficiency.values() if "error" not in f]
+    if figs and all(f.get("answer_latency_ms") for f in figs):
+        return "answer_latency_ms", "mean"
+    return "latency_ms", "p50"
+
+
 def ratios(r: RunResult, reference: str, distilled: str) -> Ratios:
     d, ref = r.efficiency.get(distilled), r.efficiency.get(reference)
-    lat = (_get(d, "latency_ms", "p50"), _get(ref, "latency_ms", "p50"))
+    group, key = latency_key(r)
+    lat = (_get(d, group, key), _get(ref, group, key))
     return Ratios(
         reference=reference,
         speedup=_div(lat[1], lat[0]),
@@ -89,6 +101,7 @@ def ratios(r: RunResult, reference: str, distilled: str) -> Ratios:
             _get(d, "throughput", "output_tokens_per_s"), _get(ref, "throughput", "output_tokens_per_s")
         ),
         quality_retention=_div(overall_quality(r, distilled), overall_quality(r, reference)),
+        latency_what="latency per answer" if group == "answer_latency_ms" else "latency",
     )
 
 
@@ -100,7 +113,7 @@ def case_study(x: Ratios) -> str | None:
             return None
         return f"{abs(100 * v):.0f}% {'less' if v >= 0 else 'more'} {what}"
 
-    parts = [change(x.latency_reduction, "latency"), change(x.memory_reduction, "memory")]
+    parts = [change(x.latency_reduction, x.latency_what), change(x.memory_reduction, "memory")]
     if x.quality_retention is not None:
         parts.append(f"{100 * x.quality_retention:.0f}% of the {x.reference}'s quality")
     known = [p for p in parts if p]
@@ -112,7 +125,7 @@ def case_study(x: Ratios) -> str | None:
 _MODEL_HEAD = [
     "model", "parameters", "weights (MiB)", "peak memory (MiB)", "KV cache (MiB)", "start-up (s)",
     "latency p50 / p90 / p99 (ms)", "spread over repeats (p50 / tok/s)", "TTFT p50 (ms)", "TPOT p50 (ms)",
-    "requests/s", "output tok/s", "total tok/s", "quality",
+    "requests/s", "output tok/s", "total tok/s", "full answer: latency mean (ms) / tokens", "quality",
 ]  # fmt: skip
 
 
@@ -129,7 +142,7 @@ def _spread(fig: Figures) -> str:
 def _model_row(name: str, fig: Figures | None, quality: float | None) -> list[str]:
     q = _fmt(quality)
     if not fig or "error" in fig:
-        cells = ["not measured" if not fig else f"error: {str(fig['error'])[:80]}"] + ["—"] * 11
+        cells = ["not measured" if not fig else f"error: {str(fig['error'])[:80]}"] + ["—"] * 12
         return [name, *cells, q]
     lat = (
         "—"
@@ -156,8 +169,14 @@ def _model_row(name: str, fig: Figures | None, quality: float | None) -> list[st
         _fmt(_get(fig, "throughput", "requests_per_s"), ".2f"),
         _fmt(_get(fig, "throughput", "output_tokens_per_s")),
         _fmt(_get(fig, "throughput", "total_tokens_per_s")),
+        _answer_cell(fig),
         q,
     ]
+
+
+def _answer_cell(fig: Figures) -> str:
+    mean = _get(fig, "answer_latency_ms", "mean")
+    return "—" if mean is None else f"{mean:.1f} / {_fmt(_get(fig, 'answer_tokens', 'mean'))}"
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -183,7 +202,7 @@ def _times(x: float | None) -> str:
 def ratio_table(r: RunResult, distilled: str) -> str:
     rows = [
         [
-            "distilled vs", "speed-up (p50)", "latency reduction", "memory reduction (peak)",
+            "distilled vs", "speed-up", "latency reduction", "memory reduction (peak)",
             "weights reduction", "throughput × (output tok/s)", "quality (distilled ÷ reference)",
         ]
     ]  # fmt: skip
@@ -233,8 +252,9 @@ def render_section(r: RunResult) -> str:
         lines += [
             f"![quality vs latency]({PLOT_NAME})",
             "",
-            "Quality against latency p50, one point per model. Horizontal bars: latency p50 min–max "
-            "over repeats; vertical bars: the 95% interval, shown when the run has a single task.",
+            f"Quality against {_x_label(r)}, one point per model. Horizontal bars: latency p50 min–max "
+            "over repeats (fixed-length requests only); vertical bars: the 95% interval, shown when "
+            "the run has a single task.",
             "",
         ]
     notes = _notes(r)
@@ -249,9 +269,26 @@ def _method_line(r: RunResult) -> str:
         f"{w.get('latency_requests', '?')} batch-1 requests × {(fig.get('repeats') or {}).get('n', '?')} "
         f"repeats after {w.get('warmup', '?')} warm-up for latency, {w.get('throughput_requests', '?')} "
         f"requests at once for throughput, {w.get('output_len', '?')} output tokens per request "
-        f"(EOS ignored). vllm {v.get('vllm') or '—'}, torch {v.get('torch')}, "
+        f"(EOS ignored){_answers_method(fig)}. vllm {v.get('vllm') or '—'}, torch {v.get('torch')}, "
         f"transformers {v.get('transformers')}."
     )
+
+
+def _answers_method(fig: Figures) -> str:
+    n = _get(fig, "answer_tokens", "n")
+    if n is None:
+        return ""
+    return (
+        f"; then {n:.0f} of the run's own generation prompts answered in full, batch 1, to EOS or a stop "
+        "string within each task's budget (a model that thinks pays for its thinking); the speed-up, "
+        "latency reduction and plot compare that latency per answer"
+    )
+
+
+def _x_label(r: RunResult) -> str:
+    if latency_key(r)[0] == "answer_latency_ms":
+        return "the mean latency of a full answer (ms, batch 1)"
+    return "latency p50 per request (ms, batch 1)"
 
 
 def _notes(r: RunResult) -> list[str]:
@@ -289,10 +326,11 @@ def _points(r: RunResult) -> list[tuple[str, float, float, tuple[float, float], 
     out = []
     for m in _ordered(r):
         fig, q = r.efficiency.get(m["name"]), overall_quality(r, m["name"])
-        p50 = _get(fig, "latency_ms", "p50")
+        group, key = latency_key(r)
+        p50 = _get(fig, group, key)
         if p50 is None or q is None:
             continue
-        rep = ((fig or {}).get("repeats") or {}).get("latency_p50_ms") or {}
+        rep = ((fig or {}).get("repeats") or {}).get("latency_p50_ms") or {} if group == "latency_ms" else {}
         err = (max(0.0, p50 - rep.get("min", p50)), max(0.0, rep.get("max", p50) - p50))
         out.append((m["name"], p50, q, err, quality_interval(r, m["name"])))
     return out
@@ -312,7 +350,7 @@ def write_plot(r: RunResult, out_dir: Path) -> Path | None:
         yerr = [[y - ci[0]], [ci[1] - y]] if ci else None
         ax.errorbar([x], [y], xerr=[[xerr[0]], [xerr[1]]], yerr=yerr, fmt="o", capsize=4, label=name)
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 6))
-    ax.set_xlabel("latency p50 per request (ms, batch 1)")
+    ax.set_xlabel(_x_label(r))
     ax.set_ylabel("quality (overall, 0–100)")
     ax.set_title("Quality vs latency")
     ax.grid(True, alpha=0.3)

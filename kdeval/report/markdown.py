@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kdeval.report.answers import render_section as answers_section
 from kdeval.report.cost import render_section as cost_section
 from kdeval.results import Comparison, RunResult
 
@@ -40,7 +41,7 @@ def render(r: RunResult) -> str:
     ]
     if used:
         lines += [f"[{i + 1}] {FOOTNOTES[k]}" for i, k in enumerate(used)] + [""]
-    lines += [cost_section(r)]
+    lines += [answers_section(r, models), cost_section(r)]
     lines += ["## Models", "", _models_table(r), "", "## Tasks", "", _tasks_table(r), ""]
     return "\n".join(lines)
 
@@ -56,9 +57,16 @@ def _run_line(r: RunResult) -> str:
         "greedy" if s.get("temperature", 0) == 0 else f"temperature {s['temperature']}, top-p {s['top_p']}"
     )
     limit = f", first {s['limit']} examples per task" if s.get("limit") else ""
+    samples = f" · {s['samples']} samples per example" if s.get("samples", 1) > 1 else ""
+    budgets = s.get("max_tokens") or {}
+    budget = (
+        " · max tokens " + ", ".join(f"{v}" if k == "*" else f"{k}={v}" for k, v in budgets.items())
+        if budgets
+        else ""
+    )
     return (
-        f"Run {r.created_at} · backend `{s.get('backend')}` · {decoding} · seed {s.get('seed')} · "
-        f"dtype {s.get('dtype')}{limit} · kdeval {r.kdeval_version}"
+        f"Run {r.created_at} · backend `{s.get('backend')}` · {decoding}{samples}{budget} · "
+        f"seed {s.get('seed')} · dtype {s.get('dtype')}{limit} · kdeval {r.kdeval_version}"
     )
 
 
@@ -107,7 +115,7 @@ def _quality_table(r: RunResult, models: list[str], used: list[str]) -> str:
                 [
                     t["family"],
                     t["name"],
-                    metric,
+                    _metric_label(t, metric),
                     *cells,
                     *_ratio_cells(comp[("task", t["name"], metric)], used),
                 ]
@@ -128,6 +136,12 @@ def _quality_table(r: RunResult, models: list[str], used: list[str]) -> str:
             ]
         )
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
+def _metric_label(task: dict[str, Any], metric: str) -> str:
+    """A sampled task's own metrics are means over its samples: say so (mean@N)."""
+    n = task.get("samples", 1)
+    return f"{metric} (mean@{n})" if n > 1 and "@" not in metric else metric
 
 
 def _models_table(r: RunResult) -> str:
