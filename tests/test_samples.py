@@ -33,8 +33,11 @@ class ToyMath(Task):
     name, family, task_type = "toy_math", "toy", "generate"
     metrics, primary_metric, offline = ("accuracy",), "accuracy", True
 
+    def __init__(self, n: int = N_EX) -> None:
+        self.n = n
+
     def load(self, path: Path | None) -> list[Example]:
-        return [Example(f"m{i}", {"q": f"what is {i} {i}", "gold": str(2 * i)}) for i in range(N_EX)]
+        return [Example(f"m{i}", {"q": f"what is {i} {i}", "gold": str(2 * i)}) for i in range(self.n)]
 
     def request(self, example: Example, history: Sequence[Output]) -> Request:
         return GenerateRequest(user_turn(example.data["q"]), max_tokens=16, stop=("\n",))
@@ -79,8 +82,8 @@ def _reset() -> None:
     SeededBackend.served = []
 
 
-def _catalog() -> Catalog:
-    return Catalog({"toy": Suite("toy", "toy", "toy", [ToyMath()])})
+def _catalog(n: int = N_EX) -> Catalog:
+    return Catalog({"toy": Suite("toy", "toy", "toy", [ToyMath(n)])})
 
 
 def _model_dir(tmp: Path, name: str) -> str:
@@ -91,17 +94,17 @@ def _model_dir(tmp: Path, name: str) -> str:
     return str(d)
 
 
-def _spec(tmp: Path, **kw: object) -> RunSpec:
-    roles = {"teacher": "good_t", "baseline": "bad_b", "distilled": "good_d"}
+def _spec(tmp: Path, distilled: str = "good_d", **kw: object) -> RunSpec:
+    roles = {"teacher": "good_t", "baseline": "bad_b", "distilled": distilled}
     models = [ModelSpec(name=r, path=_model_dir(tmp, p), role=r) for r, p in roles.items()]  # type: ignore[arg-type]
     return RunSpec(models=models, out=tmp / "out", temperature=0.6, top_p=0.95, **kw)  # type: ignore[arg-type]
 
 
-def _run(spec: RunSpec, fail_after: int | None = None) -> RunResult:
+def _run(spec: RunSpec, fail_after: int | None = None, n: int = N_EX) -> RunResult:
     def factory(s: RunSpec, m: ResolvedModel) -> SeededBackend:
         return SeededBackend(m.path, fail_after)
 
-    return compare(spec, _catalog(), argv=["t"], log=lambda m: None, make_backend=factory)  # type: ignore[arg-type]
+    return compare(spec, _catalog(n), argv=["t"], log=lambda m: None, make_backend=factory)  # type: ignore[arg-type]
 
 
 def test_each_sample_has_its_own_seed_and_store_row(tmp_path: Path) -> None:
@@ -212,3 +215,20 @@ def test_delimiters_that_never_appear_get_a_warning(tmp_path: Path) -> None:
     compare(spec, _catalog(), argv=["t"], log=logged.append, make_backend=factory)  # type: ignore[arg-type]
     warnings = [x for x in logged if x.startswith("warning:") and "appear in none of" in x]
     assert len(warnings) == 3 and "--thinking teacher=off" in warnings[0]
+
+
+def test_the_gate_runs_paired_tests_on_the_sampled_metrics(tmp_path: Path) -> None:
+    from kdeval.gate.rules import parse_rule
+    from kdeval.gate.run import Options, gate
+
+    runs = {}
+    for name, distilled in (("base", "good_d"), ("same", "good_d"), ("worse", "bad_d")):
+        (tmp_path / name).mkdir()
+        _run(_spec(tmp_path / name, distilled, samples=4), n=60)
+        runs[name] = tmp_path / name / "out" / "results.json"
+    rules = [parse_rule(r) for r in ("toy_math.pass@2:-1pt", "toy_math.maj@4:-1pt", "toy_math:-1pt")]
+    worse = gate(runs["base"], runs["worse"], rules, Options(model="distilled"))
+    assert [o.status for o in worse.outcomes] == ["fail"] * 3, [o.reason for o in worse.outcomes]
+    assert all(o.n == 60 and o.p_value is not None and o.p_value < 0.05 for o in worse.outcomes)
+    same = gate(runs["base"], runs["same"], rules, Options(model="distilled"))
+    assert [o.status for o in same.outcomes] == ["pass"] * 3

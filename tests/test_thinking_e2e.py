@@ -134,3 +134,31 @@ def test_a_servers_separate_reasoning_scores_like_the_offline_split(
     assert [r["answer"] for r in got] == [r["answer"] for r in want]
     assert [r["thinking"] for r in got] == [r["thinking"] for r in want]
     assert all("Question: what is asked?" in r["reasoning"][0] for r in got)
+
+
+@pytest.mark.slow
+def test_the_cost_phase_times_whole_answers(thinker: Path, tmp_path: Path) -> None:
+    """The efficiency phase answers the run's own prompts in full: a thinking model pays for its
+    trace (every token to EOS), not for a fixed count of tokens."""
+    from transformers import AutoTokenizer
+
+    from kdeval.config import ModelSpec, RunSpec
+    from kdeval.efficiency.bench import BenchConfig, measure_run
+    from kdeval.plugins import load_catalog
+    from kdeval.runner import load_tasks, resolve_models
+
+    spec = RunSpec(
+        models=[ModelSpec(name="r", path=str(thinker), role="distilled")],
+        tasks=["math_synth"],
+        limit=N,
+        backend="hf",
+        out=tmp_path,
+    )
+    tasks = load_tasks(spec, load_catalog())
+    models = resolve_models(spec, tasks, lambda m: None)
+    cfg = BenchConfig(num_prompts=2, throughput_prompts=2, output_len=8, warmup=0, repeats=1, answers=N)
+    fig = measure_run(spec, models, tasks, lambda m: None, cfg)["r"]
+    tok = AutoTokenizer.from_pretrained(thinker)
+    lengths = [len(tok.encode(c, add_special_tokens=False)) + 1 for _, _, c in PAIRS]  # + EOS
+    assert fig["answer_tokens"] == {"mean": round(sum(lengths) / N, 1), "max": max(lengths), "n": N}
+    assert fig["answer_latency_ms"]["mean"] > fig["latency_ms"]["mean"]  # 8 tokens vs whole answers

@@ -51,10 +51,21 @@ EFFICIENCY: dict[str, tuple[str, tuple[str, ...], str, bool]] = {
     "throughput": ("throughput", ("requests_per_s", "tokens_per_s"), "/s", True),
 }
 _RULE = re.compile(
-    r"^(?P<path>[A-Za-z0-9_.\-]+)\s*(?:"
+    r"^(?P<path>[A-Za-z0-9_.@\-]+)\s*(?:"
     r":\s*(?P<sign>[+-]?)(?P<amount>\d+(?:\.\d+)?)\s*(?P<unit>[A-Za-z%]*)"
     r"|(?P<op>>=|<=)\s*(?P<bound>-?\d+(?:\.\d+)?)\s*(?P<bunit>%?))$"
 )
+
+
+def _sampled(metric: str) -> bool:
+    """pass@k and maj@N of a run with --samples (kdeval.metrics)."""
+    from kdeval.metrics import get_metric
+
+    try:
+        get_metric(metric)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -132,8 +143,8 @@ def parse_path(raw: str, text: str, where: str | None = None) -> MetricPath:
     if parts[-1] in RATIOS:
         return MetricPath("ratio", parts[0] if len(parts) == 2 else "overall", parts[-1])
     metric = parts[1] if len(parts) == 2 else "primary"
-    if metric != "primary" and metric not in METRICS:
-        known = ", ".join(["primary", *sorted(METRICS), *RATIOS])
+    if metric != "primary" and metric not in METRICS and not _sampled(metric):
+        known = ", ".join(["primary", *sorted(METRICS), "pass@K", "maj@N", *RATIOS])
         _bad(text, f"unknown metric '{metric}' (known: {known})", where)
     return MetricPath("quality", parts[0], metric)
 
