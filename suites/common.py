@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kdeval.datafiles import read_jsonl, require, write_atomic
+from kdeval.datafiles import read_jsonl, require, unique_ids, write_atomic
 from kdeval.errors import UserError
 from kdeval.tasks import Example, Output
 
@@ -37,19 +37,22 @@ def load_records(
     `parse(record, where)` turns a checked record into the example's data; ids must be unique
     because the store keys per-sample rows by them.
     """
-    examples = []
-    seen: dict[str, str] = {}
+    located = []
     for lineno, obj in read_jsonl(path):
         where = f"{path}:{lineno}"
         require(obj, ["id", *fields], where)
-        ex_id = str(obj["id"])
-        if ex_id in seen:
-            raise UserError(
-                f"duplicate id '{ex_id}' (first at {seen[ex_id]})", where=where, fix="ids must be unique"
-            )
-        seen[ex_id] = where
-        examples.append(Example(ex_id, parse(obj, where)))
-    return examples
+        located.append((Example(str(obj["id"]), parse(obj, where)), where))
+    return unique_examples(located)
+
+
+def unique_examples(located: Sequence[tuple[Example, str]]) -> list[Example]:
+    """The examples of (example, where) pairs; an id seen twice is a UserError naming both places.
+
+    Every loader ends here: the store keys per-sample rows by example id, so a repeated id would
+    silently score the later record with the earlier one's output.
+    """
+    unique_ids([(ex.id, where) for ex, where in located])
+    return [ex for ex, _ in located]
 
 
 def need_file(task_name: str, data_source: str, path: Path | None) -> Path:

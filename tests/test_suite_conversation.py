@@ -189,7 +189,7 @@ def test_mt_bench_format_errors_name_file_line_and_field(tmp_path: Path) -> None
     with pytest.raises(UserError, match=r"noid\.jsonl:1: missing field 'question_id'"):
         MtBench().load(no_id)
     dup = write(tmp_path / "dup.jsonl", [good, good])
-    with pytest.raises(UserError, match=r"dup\.jsonl:2: duplicate question_id 1"):
+    with pytest.raises(UserError, match=r"dup\.jsonl:2: duplicate id '1' \(first at .*dup\.jsonl:1\)"):
         MtBench().load(dup)
     folder = tmp_path / "fc"
     (folder / "reference_answer").mkdir(parents=True)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from kdeval.datafiles import read_jsonl
+from kdeval.datafiles import read_jsonl, read_lines
 from kdeval.errors import UserError
 from kdeval.tasks import Message, Task
 
@@ -65,8 +65,7 @@ def from_file(path: Path) -> list[Prompt]:
     """One prompt per line of a .txt file, or per object of a .jsonl file with
     "prompt_token_ids" (ids), "prompt" (text) or "messages" ([{role, content}])."""
     if path.suffix != ".jsonl":
-        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        return [(Message("user", ln),) for ln in lines]
+        return [(Message("user", ln),) for _, ln in read_lines(path)]
     out: list[Prompt] = []
     for lineno, obj in read_jsonl(path):
         out.append(_prompt(obj, f"{path}:{lineno}"))

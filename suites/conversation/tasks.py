@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kdeval.datafiles import read_jsonl, require
+from kdeval.datafiles import read_jsonl, require, unique_ids
 from kdeval.errors import UserError
 from kdeval.metrics import METRICS, normalize_text
 from kdeval.tasks import Example, GenerateRequest, Message, Output, Request, Scored, Task
-from kdeval_suites.common import data_dir, load_records, need_file, require_str_list
+from kdeval_suites.common import data_dir, load_records, need_file, require_str_list, unique_examples
 
 #: Joins the two turns of a hypothesis or reference; chrF and ROUGE ignore it, BLEU splits on it.
 JOIN = "\n"
@@ -143,6 +143,7 @@ REFERENCE_FILE = Path("reference_answer") / "gpt-4.jsonl"
 def reference_answers(path: Path) -> dict[str, list[str]]:
     """question_id -> the two answer turns of `choices[0]` in a FastChat answer file."""
     answers: dict[str, list[str]] = {}
+    located: list[tuple[str, str]] = []
     for lineno, obj in read_jsonl(path):
         where = f"{path}:{lineno}"
         require(obj, ["question_id", "choices"], where)
@@ -154,7 +155,10 @@ def reference_answers(path: Path) -> dict[str, list[str]]:
                 fix="use FastChat's layout",
             )
         require(choices[0], ["turns"], where)
-        answers[str(obj["question_id"])] = two_turns(choices[0], "turns", where)
+        qid = str(obj["question_id"])
+        located.append((qid, where))
+        answers[qid] = two_turns(choices[0], "turns", where)
+    unique_ids(located)  # a repeated answer would silently replace the first
     return answers
 
 
@@ -194,12 +198,9 @@ class MtBench(TwoTurnTask):
         path = need_file(self.name, self.data_source, path)
         ref_path = path.parent / REFERENCE_FILE
         answers = reference_answers(ref_path) if ref_path.exists() else {}
-        examples: dict[str, Example] = {}
+        located = []
         for lineno, obj in read_jsonl(path):
             where = f"{path}:{lineno}"
             require(obj, ["question_id", "turns"], where)
-            example = mt_bench_example(obj, answers, where)
-            if example.id in examples:
-                raise UserError(f"duplicate question_id {example.id}", where=where, fix="ids must be unique")
-            examples[example.id] = example
-        return list(examples.values())
+            located.append((mt_bench_example(obj, answers, where), where))
+        return unique_examples(located)

@@ -18,7 +18,7 @@ from kdeval.datafiles import read_jsonl, require
 from kdeval.errors import UserError
 from kdeval.metrics import extract_final_number, get_metric
 from kdeval.tasks import Example, GenerateRequest, Message, Output, Request, Scored, Task, user_turn
-from kdeval_suites.common import data_dir, load_records, need_file, output_text, require_str
+from kdeval_suites.common import data_dir, load_records, need_file, output_text, require_str, unique_examples
 from kdeval_suites.math.verify import canonical, equivalent, extract_answer
 
 PROMPT = "Question: {question}\nAnswer:"
@@ -119,7 +119,8 @@ class Gsm8k(MathTask):
         for lineno, obj in read_jsonl(path):
             where = f"{path}:{lineno}"
             require(obj, ["question", "answer"], where)
-            # The file has no ids; the line number is stable for a given file.
+            # The file has no ids; the line number is stable for a given file and never repeats,
+            # so there are no duplicates to check.
             examples.append(Example(f"L{lineno}", parse_problem(obj, where)))
         return examples
 
@@ -175,8 +176,7 @@ class BoxedMathTask(Task):
     def load(self, path: Path | None) -> list[Example]:
         path = need_file(self.name, self.data_source, path)
         expected = ["problem", "answer"]
-        examples = []
-        seen: dict[str, str] = {}
+        located = []
         for lineno, obj in read_jsonl(path):
             where = f"{path}:{lineno}"
             problem = _field(obj, "problem", where, expected)
@@ -189,14 +189,9 @@ class BoxedMathTask(Task):
             gold = gold_answer(obj, where, expected)
             key = next((k for k in self.id_fields if obj.get(k) is not None), None)
             ex_id = str(obj[key]) if key else f"L{lineno}"
-            if ex_id in seen:
-                raise UserError(
-                    f"duplicate id '{ex_id}' (first at {seen[ex_id]})", where=where, fix="ids must be unique"
-                )
-            seen[ex_id] = where
             extra = {k: obj[k] for k in self.extra_fields if obj.get(k) is not None}
-            examples.append(Example(ex_id, {"problem": problem, "gold": gold, **extra}))
-        return examples
+            located.append((Example(ex_id, {"problem": problem, "gold": gold, **extra}), where))
+        return unique_examples(located)
 
     def request(self, example: Example, history: Sequence[Output]) -> Request:
         text = f"{example.data['problem']}\n{BOXED_INSTRUCTION}"

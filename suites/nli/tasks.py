@@ -14,7 +14,7 @@ from kdeval.datafiles import read_csv, read_jsonl, require
 from kdeval.errors import UserError
 from kdeval.metrics import mean_row
 from kdeval.tasks import ChoiceRequest, Example, Message, Output, Request, Scored, Task, user_turn
-from kdeval_suites.common import data_dir, load_records, need_file, require_str
+from kdeval_suites.common import data_dir, load_records, need_file, require_str, unique_examples
 
 #: Labels in choice order; CHOICES[i] is the answer word for LABELS[i].
 LABELS = ("entailment", "neutral", "contradiction")
@@ -96,13 +96,13 @@ class Anli(NliTask):
 
     def load(self, path: Path | None) -> list[Example]:
         path = need_file(self.name, self.data_source, path)
-        examples = []
+        located = []
         for lineno, row in read_csv(path):
             where = f"{path}:{lineno}"
             require(row, ["uid", "context", "statement", "gold_label"], where)
             label = _label(row["gold_label"], self._GOLD, "gold_label", where)
-            examples.append(Example(row["uid"], _pair(row["context"], row["statement"], label)))
-        return examples
+            located.append((Example(row["uid"], _pair(row["context"], row["statement"], label)), where))
+        return unique_examples(located)
 
 
 class SnliFormat(NliTask):
@@ -112,7 +112,7 @@ class SnliFormat(NliTask):
 
     def load(self, path: Path | None) -> list[Example]:
         path = need_file(self.name, self.data_source, path)
-        examples = []
+        located = []
         for lineno, obj in read_jsonl(path):
             where = f"{path}:{lineno}"
             require(obj, ["sentence1", "sentence2", "gold_label"], where)
@@ -122,8 +122,8 @@ class SnliFormat(NliTask):
             # pairID is the official id; the line number keeps ids stable for files without it.
             ex_id = str(obj.get("pairID") or f"L{lineno}")
             pair = _pair(require_str(obj, "sentence1", where), require_str(obj, "sentence2", where), label)
-            examples.append(Example(ex_id, pair))
-        return examples
+            located.append((Example(ex_id, pair), where))
+        return unique_examples(located)
 
 
 class Snli(SnliFormat):

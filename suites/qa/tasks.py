@@ -21,6 +21,7 @@ from kdeval_suites.common import (
     output_text,
     require_str,
     require_str_list,
+    unique_examples,
 )
 
 READING_PROMPT = "Context: {context}\nQuestion: {question}\nAnswer:"
@@ -99,15 +100,16 @@ class Squad(QaTask):
 
     def load(self, path: Path | None) -> list[Example]:
         path = need_file(self.name, self.data_source, path)
-        examples = []
+        located = []
         for i, article in enumerate(_items(read_json(path), "data", str(path))):
             for j, paragraph in enumerate(_items(article, "paragraphs", f"{path}: data[{i}]")):
                 where = f"{path}: data[{i}].paragraphs[{j}]"
                 require(paragraph, ["context", "qas"], where)
                 context = require_str(paragraph, "context", where)
                 for k, qa in enumerate(_items(paragraph, "qas", where)):
-                    examples.append(self._example(qa, context, f"{where}.qas[{k}]"))
-        return examples
+                    qa_where = f"{where}.qas[{k}]"  # JSON has no line per record: the path says where
+                    located.append((self._example(qa, context, qa_where), qa_where))
+        return unique_examples(located)
 
     def _example(self, qa: dict[str, Any], context: str, where: str) -> Example:
         require(qa, ["id", "question", "answers"], where)
@@ -146,7 +148,8 @@ class NqOpen(QaTask):
             if not question.endswith("?"):
                 question += "?"
             answers = require_str_list(obj, "answer", where)
-            # The file has no ids; the line number is stable for a given file.
+            # The file has no ids; the line number is stable for a given file and never repeats,
+            # so there are no duplicates to check.
             examples.append(
                 Example(f"L{lineno}", {"context": None, "question": question, "answers": answers})
             )

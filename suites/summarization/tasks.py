@@ -11,10 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from kdeval.datafiles import read_jsonl, require
-from kdeval.errors import UserError
 from kdeval.metrics import METRICS, normalize_text
 from kdeval.tasks import Example, GenerateRequest, Message, Output, Request, Scored, Task, user_turn
-from kdeval_suites.common import data_dir, load_records, need_file, output_text, require_str, require_str_list
+from kdeval_suites.common import (
+    data_dir,
+    load_records,
+    need_file,
+    output_text,
+    require_str,
+    require_str_list,
+    unique_examples,
+)
 
 PROMPT = "Summarize in one sentence.\n\n{document}\n\nSummary:"
 STOP = ("\n",)
@@ -22,16 +29,6 @@ STOP = ("\n",)
 
 def _doc(document: str, references: list[str]) -> dict[str, Any]:
     return {"document": document, "references": references}
-
-
-def unique_ids(examples: list[Example], path: Path) -> list[Example]:
-    """Per-sample rows are keyed by example id, so a public file with repeated ids is refused."""
-    seen: set[str] = set()
-    for ex in examples:
-        if ex.id in seen:
-            raise UserError(f"duplicate id '{ex.id}'", where=str(path), fix="ids must be unique in one file")
-        seen.add(ex.id)
-    return examples
 
 
 class SummarizationTask(Task):
@@ -97,15 +94,15 @@ class XSum(SummarizationTask):
 
     def load(self, path: Path | None) -> list[Example]:
         path = need_file(self.name, self.data_source, path)
-        examples = []
+        located = []
         for lineno, obj in read_jsonl(path):
             where = f"{path}:{lineno}"
             require(obj, ["document", "summary"], where)
             # The HF files call the BBC id `id`, the derived sample `bbcid`; the line keeps others unique.
             ex_id = str(obj.get("id") or obj.get("bbcid") or f"L{lineno}")
             doc = _doc(require_str(obj, "document", where), [require_str(obj, "summary", where)])
-            examples.append(Example(ex_id, doc))
-        return unique_ids(examples, path)
+            located.append((Example(ex_id, doc), where))
+        return unique_examples(located)
 
 
 class DialogSum(SummarizationTask):
@@ -130,13 +127,13 @@ class DialogSum(SummarizationTask):
 
     def load(self, path: Path | None) -> list[Example]:
         path = need_file(self.name, self.data_source, path)
-        examples = []
+        located = []
         for lineno, obj in read_jsonl(path):
             where = f"{path}:{lineno}"
             require(obj, ["fname", "dialogue"], where)
             doc = _doc(require_str(obj, "dialogue", where), self._references(obj, where))
-            examples.append(Example(str(obj["fname"]), doc))
-        return unique_ids(examples, path)
+            located.append((Example(str(obj["fname"]), doc), where))
+        return unique_examples(located)
 
 
 class SciTldr(SummarizationTask):
@@ -153,12 +150,11 @@ class SciTldr(SummarizationTask):
 
     def load(self, path: Path | None) -> list[Example]:
         path = need_file(self.name, self.data_source, path)
-        examples = []
+        located = []
         for lineno, obj in read_jsonl(path):
             where = f"{path}:{lineno}"
             require(obj, ["paper_id", "source", "target"], where)
             document = " ".join(require_str_list(obj, "source", where))
-            examples.append(
-                Example(str(obj["paper_id"]), _doc(document, require_str_list(obj, "target", where)))
-            )
-        return unique_ids(examples, path)
+            refs = require_str_list(obj, "target", where)
+            located.append((Example(str(obj["paper_id"]), _doc(document, refs)), where))
+        return unique_examples(located)
