@@ -19,7 +19,7 @@ from kdeval.backends.prompting import PromptCodec, choice_sequence, engine_stop,
 from kdeval.backends.registry import ResolvedModel
 from kdeval.errors import UserError
 from kdeval.tasks import ChoiceRequest, GenerateRequest, Message, Output, Request
-from kdeval.thinking import cut_at_stop, opens_trace, split
+from kdeval.thinking import DEFAULT, cut_at_stop, opens_trace, split
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -220,7 +220,8 @@ class OpenAIBackend:
             closed = bool(msg.content)
             out = Output(shown, answer, [], [], n_prompt, _completion(usage))
             out.reasoning, out.thinking = reasoning, "closed" if closed else "open"
-            out.reasoning_tokens = _reasoning_tokens(usage)
+            end = (req.think or DEFAULT)[1] if closed else ""
+            out.reasoning_tokens = _reasoning_tokens(usage) or self._count(reasoning + end)
         else:
             out = self._output(
                 shown, msg.content or "", None, req, usage.prompt_tokens if usage else 0, usage
@@ -239,6 +240,13 @@ class OpenAIBackend:
         out = Output(prompt, s.answer, [], [], n_prompt, _completion(usage))
         out.reasoning, out.thinking = s.trace, s.state
         return out
+
+    def _count(self, text: str) -> int:
+        """Trace tokens the server did not count: the trace (and its closing delimiter) re-encoded
+        with the local tokenizer; 0 without one."""
+        if self.codec is None:
+            return 0
+        return len(self.codec.tokenizer.encode(text, add_special_tokens=False))
 
     # -- multiple choice --------------------------------------------------------------------
 

@@ -170,10 +170,14 @@ def canonical(answer: str) -> str:
 
     >>> canonical("\\\\frac12"), canonical("2 \\\\sqrt{2}"), canonical("\\\\text{(C) }"), canonical("")
     ('1/2', '2*sqrt(2)', 'c', '')
+    >>> canonical("Evelyn"), canonical("x")
+    ('evelyn', 'x')
     """
     text = "".join(answer.split())
     if not text:
         return ""
+    if text.isalpha():  # a word, not a product of symbols: "Evelyn", not E*e*l*n*v*y
+        return text.lower()
     values = [x for x in _parse_answer(answer) if not isinstance(x, str)]
     if values:
         try:  # printing never evaluates, so 9^{9^{9^9}} prints as it was written
