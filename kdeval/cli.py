@@ -179,7 +179,12 @@ def run_config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path | No
         flag = _FLAG_OF.get(loc[0], f"--{loc[0].replace('_', '-')}") if loc else "compare"
         what = f"{flag} {'.'.join(loc[1:])}".strip()
         where = f"{args.config}" if args.config is not None else None
-        raise UserError(f"{what}: {msg}", where=where) from None
+        got = err.get("input")
+        shown = isinstance(got, int | float | str) and repr(got) not in msg and loc[:1] != ["models"]
+        value = f" (got {got!r})" if shown else ""
+        raise UserError(
+            f"{what}: {msg}{value}", where=where, fix="see `kdeval compare --help` for the values it takes"
+        ) from None
 
 
 _FLAG_OF = {"models": "model", "suites": "--suite", "tasks": "--task", "data": "--data"}
@@ -225,7 +230,7 @@ def cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
     spec = config.run_spec(lines=lines, file=file)
 
     def log(msg: str) -> None:
-        if not args.quiet:
+        if not args.quiet or msg.startswith("warning:"):  # --quiet hides progress, not warnings
             print(msg, file=sys.stderr, flush=True)
 
     result = compare(

@@ -12,6 +12,7 @@ from kdeval import __version__
 from kdeval.aggregate import aggregate
 from kdeval.config import RunSpec
 from kdeval.datafiles import write_atomic
+from kdeval.outdir import check_out, hold
 from kdeval.plugins import Catalog
 from kdeval.report.cost import PLOT_NAME, write_plot
 from kdeval.report.markdown import render
@@ -33,6 +34,7 @@ from kdeval.runner import (
 from kdeval.store import Store
 
 if TYPE_CHECKING:
+    from kdeval.backends.registry import ResolvedModel
     from kdeval.efficiency.bench import BenchConfig
 
 
@@ -47,10 +49,25 @@ def compare(
     efficiency: BenchConfig | None = None,
 ) -> RunResult:
     check_models(spec)
+    check_out(spec.out)
     tasks = load_tasks(spec, catalog)  # every input error surfaces here, before anything is written
     resolved = resolve_models(spec, tasks, log)  # paths, engine options, servers: checked, not started
+    with hold(spec.out, argv):  # one run at a time writes to a folder
+        return _run(spec, catalog, tasks, resolved, argv, log, progress, make_backend, efficiency)
+
+
+def _run(
+    spec: RunSpec,
+    catalog: Catalog,
+    tasks: list[LoadedTask],
+    resolved: list[ResolvedModel],
+    argv: list[str],
+    log: Log,
+    progress: Progress | None,
+    make_backend: BackendFactory,
+    efficiency: BenchConfig | None,
+) -> RunResult:
     out = spec.out
-    out.mkdir(parents=True, exist_ok=True)
     # An older results.json must not pass for this run's if this run dies half-way.
     for name in ("results.json", "report.md", PLOT_NAME):
         (out / name).unlink(missing_ok=True)

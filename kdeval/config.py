@@ -28,9 +28,9 @@ def is_url(path: str | None) -> bool:
     return bool(path) and bool(_URL.match(str(path)))
 
 
-def _check_dtype(v: str | None) -> str | None:
+def check_dtype(v: str | None) -> str | None:
     if v is not None and v not in DTYPES:
-        raise ValueError(f"unknown dtype '{v}'; use one of {', '.join(DTYPES)}")
+        raise ValueError(f"unknown dtype '{v}' (known: {', '.join(DTYPES)})")
     return v
 
 
@@ -63,7 +63,7 @@ class ModelSpec(BaseModel):
             raise ValueError("model names may use letters, digits, '.', '_' and '-' only")
         return v
 
-    _dtype = field_validator("dtype")(_check_dtype)
+    _dtype = field_validator("dtype")(check_dtype)
 
     @field_validator("thinking")
     @classmethod
@@ -115,7 +115,7 @@ class RunSpec(BaseModel):
     #: samples per example of generation tasks (mean@N, pass@k, maj@N); needs temperature > 0
     samples: int = Field(default=1, ge=1)
 
-    _dtype = field_validator("dtype")(_check_dtype)
+    _dtype = field_validator("dtype")(check_dtype)
 
     @field_validator("max_tokens")
     @classmethod

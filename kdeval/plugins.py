@@ -32,8 +32,9 @@ class Catalog:
         return next(s for s in self.suites.values() if task in s.tasks)
 
     def select(self, suites: list[str], tasks: list[str], data_tasks: list[str]) -> list[Task]:
-        """Tasks to run: the named ones, else the offline tasks of the named (or all) suites,
-        plus every task the user gave data for."""
+        """Tasks to run: the named ones, else the offline tasks of the named suites, plus every
+        task the user gave data for; with no suite or task named, the data's tasks alone (or, with
+        no data either, the offline tasks of every suite)."""
         known = self.tasks
         for name in suites:
             if name not in self.suites:
@@ -45,6 +46,8 @@ class Catalog:
                 raise UserError(f"unknown task '{name}'", fix=f"known tasks: {', '.join(sorted(known))}")
         if tasks:
             chosen = list(tasks)
+        elif not suites and data_tasks:
+            chosen = []
         else:
             pool = [self.suites[s] for s in suites] if suites else list(self.suites.values())
             chosen = [t.name for s in pool for t in s.tasks if t.offline]

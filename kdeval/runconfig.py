@@ -35,10 +35,11 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
-from kdeval.config import ROLES, ModelSpec, RunSpec, check_sampling
+from kdeval.config import ROLES, ModelSpec, RunSpec, check_dtype, check_sampling
 from kdeval.errors import UserError
 from kdeval.yamlfile import Lines, line_of, read_yaml, validation_error
 
@@ -100,6 +101,8 @@ class CompareSettings(BaseModel):
     )
     samples: int = Field(default=1, ge=1, description="samples per example (mean@N, pass@k, maj@N)")
 
+    _dtype = field_validator("dtype")(check_dtype)
+
     @model_validator(mode="after")
     def _samples_need_sampling(self) -> CompareSettings:
         check_sampling(self.samples, self.temperature)
@@ -131,7 +134,10 @@ class CompareSettings(BaseModel):
             )
         except ValidationError as exc:
             if file is None:
-                raise
+                err = exc.errors()[0]
+                key = ".".join(str(x) for x in err["loc"])
+                msg = str(err["msg"]).removeprefix("Value error, ")
+                raise UserError(f"{key}: {msg}", fix="fix that value") from None
             raise validation_error(exc, Path(file), lines or {}, prefix, fix="fix that value") from None
 
 

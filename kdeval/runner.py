@@ -118,11 +118,27 @@ def resolve_models(spec: RunSpec, tasks: list[LoadedTask], log: Log) -> list[Res
     models = [resolve(spec, m, needs) for m in spec.models]
     for m in models:
         _check_context(spec, m, tasks)
+    _warn_same_checkpoint(models, log)
     for m in models:
         where = m.path if m.remote else f"{m.path} ({m.settings.dtype})"
         think = f", thinks in {m.think[0]} ... {m.think[1]}" if m.think else ""
         log(f"{m.name}: {m.backend} backend, {where}{think}")
     return models
+
+
+def _warn_same_checkpoint(models: list[ResolvedModel], log: Log) -> None:
+    """Two models on one checkpoint (same path, or same fingerprint) is most often a slip of a flag."""
+    seen: dict[str, ResolvedModel] = {}
+    for m in models:
+        keys = {m.fingerprint, m.path if m.remote else str(Path(m.path).expanduser().resolve())}
+        first = next((seen[k] for k in keys if k in seen), None)
+        if first is not None:
+            alike = " with the same settings" if first.settings_hash() == m.settings_hash() else ""
+            log(
+                f"warning: models '{first.name}' and '{m.name}' are the same checkpoint ({m.path})"
+                f"{alike}; check their paths if that is not what you meant"
+            )
+        seen.update(dict.fromkeys(keys, first or m))
 
 
 def _check_budgets(spec: RunSpec, tasks: list[LoadedTask]) -> None:

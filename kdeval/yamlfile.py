@@ -15,20 +15,123 @@ if TYPE_CHECKING:
 Lines = dict[tuple[str | int, ...], int]
 
 
+#: The most nodes a file may expand to through its aliases: a hand-written config has hundreds;
+#: a "billion laughs" file (aliases of aliases) expands a few hundred bytes to billions.
+MAX_NODES = 100_000
+
+
 def read_yaml(file: Path, *, missing: str, fix: str) -> tuple[Any, Lines]:
-    """The parsed document and its key lines; a missing file or bad YAML is a UserError."""
+    """The parsed document and its key lines; a missing file or bad YAML is a UserError at file:line.
+
+    A real YAML parser (PyYAML's safe loader), composed once: the node graph is measured before
+    anything is built from it, so aliases that would expand past MAX_NODES are refused in
+    milliseconds instead of filling memory.
+    """
     if not file.is_file():
         raise UserError(missing, where=str(file), fix=fix)
-    text = file.read_text(encoding="utf-8")
+    raw = file.read_bytes()
     try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise UserError("not UTF-8 text", where=f"{file}:{line}", fix="save the file as UTF-8") from None
+    loader: yaml.SafeLoader | None = None
+    try:
+        loader = yaml.SafeLoader(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        check_expansion(node, file)
+        lines = key_lines(node)
+        return loader.construct_document(node), lines
     except yaml.MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else 1
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        what = exc.problem or exc.context or "syntax error"
+        if exc.context and exc.context_mark and exc.context.endswith("first occurrence"):
+            what = f"{exc.context.partition(';')[0]}, first at line {exc.context_mark.line + 1}"
+        raise UserError(f"malformed YAML ({what})", where=f"{file}:{line}", fix="fix the YAML") from None
+    except yaml.reader.ReaderError as exc:  # a NUL byte, a control character: no mark, a position
+        line = text.count("\n", 0, exc.position) + 1
+        char = exc.character if isinstance(exc.character, int) else 0
         raise UserError(
-            f"malformed YAML ({exc.problem})", where=f"{file}:{line}", fix="fix the YAML"
+            f"malformed YAML (character #x{char:04x} is not allowed in YAML)",
+            where=f"{file}:{line}",
+            fix="remove it (is this a binary file?)",
         ) from None
-    return data, key_lines(node)
+    except RecursionError:
+        raise UserError(
+            "malformed YAML (nested too deeply)", where=f"{file}:1", fix="flatten the file"
+        ) from None
+    except (yaml.YAMLError, ValueError, TypeError) as exc:  # e.g. an integer of 5,000 digits
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"malformed YAML ({first})", where=f"{file}:1", fix="fix the YAML") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def check_expansion(root: yaml.Node, file: Path, limit: int = MAX_NODES) -> None:
+    """Refuse a node graph whose aliases expand it past `limit` nodes, or that contains itself.
+
+    Aliases make the composed graph a DAG that shares nodes; what a reader of the data walks is
+    its expansion. Each distinct node's expanded size is counted once (memoized, iteratively),
+    so the check is linear in the file however large the expansion.
+    """
+    size: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            on_path.discard(key)
+            size[key] = 1 + sum(size[id(c)] for c in _children(node))
+            continue
+        if key in size:
+            continue
+        if key in on_path:
+            raise UserError(
+                "recursive alias (a node that contains itself)",
+                where=f"{file}:{node.start_mark.line + 1}",
+                fix="remove the alias to its own anchor",
+            )
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node) if id(c) not in size)
+    total = size[id(root)]
+    if total <= limit or total <= len(size):
+        return  # within the bound, or big without aliases (a data file, not an expansion)
+    # point at the first node (in the file) that alone expands past the bound, no child of which does
+    worst = min(
+        (n for n in _walk(root) if size[id(n)] > limit and all(size[id(c)] <= limit for c in _children(n))),
+        key=lambda n: (n.start_mark.line, n.start_mark.column),
+    )
+    raise UserError(
+        f"too many alias expansions (this node expands to {size[id(worst)]:,} nodes, at most {limit:,})",
+        where=f"{file}:{worst.start_mark.line + 1}",
+        fix="write the values out, or use fewer aliases of aliases",
+    )
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [x for pair in node.value for x in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _walk(root: yaml.Node) -> list[yaml.Node]:
+    """Every distinct node of the graph once."""
+    seen: dict[int, yaml.Node] = {}
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) not in seen:
+            seen[id(node)] = node
+            stack.extend(_children(node))
+    return list(seen.values())
 
 
 def key_lines(node: Any, prefix: tuple[str | int, ...] = ()) -> Lines:

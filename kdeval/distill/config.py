@@ -163,18 +163,11 @@ def make_config(values: dict[str, Any], where: str = "distill config") -> Distil
 
 def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> DistillConfig:
     """A YAML file (optional) with CLI overrides on top; overrides set to None are ignored."""
-    import yaml
+    from kdeval.yamlfile import read_yaml
 
     values: dict[str, Any] = {}
     if path is not None:
-        if not path.is_file():
-            raise UserError("config file not found", where=str(path), fix="check the --config path")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            line = getattr(getattr(exc, "problem_mark", None), "line", None)
-            where = f"{path}:{line + 1}" if line is not None else str(path)
-            raise UserError("malformed YAML", where=where, fix="fix the YAML syntax") from None
+        loaded, _ = read_yaml(path, missing="config file not found", fix="check the --config path")
         if not isinstance(loaded, dict):
             raise UserError("expected a mapping of settings", where=str(path), fix="write key: value lines")
         values.update(loaded)

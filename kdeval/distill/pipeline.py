@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from kdeval.config import RunSpec
 from kdeval.distill.config import DistillConfig
 from kdeval.errors import UserError
+from kdeval.outdir import check_out, hold
 from kdeval.runconfig import CompareSettings, Entry, ModelEntry
 from kdeval.yamlfile import Lines, line_of, read_yaml
 
@@ -144,12 +146,53 @@ def run_pipeline(file: Path, *, progress: bool = True, log: Callable[[str], None
 
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     p, lines = load_pipeline(file)
-    train_file = resolve_train(p.data.train)
-    distilled = distill_config(p, file, lines, train_file)
-    baseline = _baseline(p, file, lines, train_file, say, progress)
-    say(f"distill ({distilled.method}) -> {distilled.out}")
-    _train(distilled, progress)
-    return _compare(p, distilled.out, baseline, file, say, progress)
+    check_compare(p, file, lines)  # a typo in compare: must not wait for hours of training
+    with hold(Path(p.out), ["kdeval", "run", str(file)], flag="out:", where=_where(file, lines, "out")):
+        train_file = resolve_train(p.data.train)
+        distilled = distill_config(p, file, lines, train_file)
+        baseline = _baseline(p, file, lines, train_file, say, progress)
+        say(f"distill ({distilled.method}) -> {distilled.out}")
+        _train(distilled, progress)
+        return _compare(p, distilled.out, baseline, file, say, progress)
+
+
+def check_compare(p: Pipeline, file: Path, lines: Lines) -> None:
+    """The comparison's inputs, checked before any training: its suites, tasks and data files
+    exist and load (as `kdeval compare` loads them), and its output folders can be written."""
+    from kdeval.plugins import load_catalog
+    from kdeval.runner import load_tasks
+
+    spec = compare_spec(p, "distilled", "baseline", file, lines)
+    check_out(Path(p.out), flag="out:", where=_where(file, lines, "out"))
+    check_out(spec.out, flag="compare.out:", where=_where(file, lines, "compare", "out"))
+    catalog = load_catalog()
+    for key, args in (
+        ("suites", (spec.suites, [], [])),
+        ("tasks", ([], spec.tasks, [])),
+        ("data", ([], [], list(spec.data))),
+    ):
+        _at(partial(catalog.select, *args), _where(file, lines, "compare", key))
+    for task, path in spec.data.items():  # each data file read now, its errors at its own line
+        only = spec.model_copy(update={"suites": [], "tasks": [task], "data": {task: path}})
+        _at(partial(load_tasks, only, catalog), _where(file, lines, "compare", "data", task))
+    rest = [t for t in spec.tasks if t not in spec.data]
+    if spec.suites or rest:  # and the tasks without a data file (shipped or downloaded data)
+        others = spec.model_copy(update={"tasks": rest, "data": {}})
+        _at(partial(load_tasks, others, catalog), _where(file, lines, "compare", "tasks"))
+
+
+def _where(file: Path, lines: Lines, *key: str) -> str:
+    return f"{file}:{line_of(lines, key)}"
+
+
+def _at(check: Callable[[], object], where: str) -> None:
+    """Run a check; a UserError that names no place gets the pipeline file's line."""
+    try:
+        check()
+    except UserError as exc:
+        if exc.where is not None:
+            raise
+        raise UserError(exc.what, where=where, fix=exc.fix) from None
 
 
 def _train(cfg: DistillConfig, progress: bool) -> None:

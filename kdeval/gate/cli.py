@@ -156,6 +156,7 @@ def _run_compare(args: argparse.Namespace, plan: _Plan) -> Path:
     """Run gate.yaml's compare: section; its results.json is the candidate run."""
     from kdeval.gate import load_run
     from kdeval.gate.config import DEFAULT_OUT, precheck, run_compare
+    from kdeval.outdir import check_out
 
     assert plan.loaded is not None and plan.loaded.config.compare is not None
     section, where = plan.loaded.config.compare, plan.loaded.where("compare")
@@ -164,6 +165,7 @@ def _run_compare(args: argparse.Namespace, plan: _Plan) -> Path:
     )
     if plan.baseline is not None and not args.compare_only:
         precheck(spec, load_run(plan.baseline).result, plan.options.model, where)
+    check_out(spec.out, "compare.out:", where)  # a folder another run holds: refused before the log
     print(f"kdeval gate: running the compare: of {where} into {spec.out}", file=sys.stderr, flush=True)
     return run_compare(
         spec,
