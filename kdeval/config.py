@@ -18,7 +18,6 @@ Role = Literal["teacher", "baseline", "distilled", "other"]
 ROLES: tuple[Role, ...] = ("teacher", "baseline", "distilled")
 #: dtype names every backend understands; "auto" is the checkpoint's own (see resolve_dtype).
 DTYPES = ("auto", "float32", "float16", "bfloat16", "half", "float")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*$")
 _URL = re.compile(r"^https?://", re.IGNORECASE)
 
@@ -201,28 +200,6 @@ def parse_value(text: str) -> Any:
 def parse_options(items: list[str], flag: str) -> dict[str, Any]:
     """Repeated KEY=VALUE flags as a dict of typed values."""
     return {key: parse_value(value) for key, value in (parse_assignment(x, flag) for x in items)}
-
-
-def check_model_path(spec: ModelSpec) -> None:
-    """A local model directory must exist and hold a config.json; anything else that looks like
-    'org/name' is taken as a Hugging Face hub id."""
-    if not spec.path:
-        raise UserError(
-            f"model '{spec.name}' has no path", where=spec.where_of(""), fix="give a checkpoint directory"
-        )
-    p = Path(spec.path).expanduser()
-    if p.exists():
-        if not p.is_dir() or not (p / "config.json").is_file():
-            raise UserError(
-                f"model '{spec.name}' at {p} is not a Hugging Face model directory (no config.json)",
-                fix="pass a directory saved with save_pretrained()",
-            )
-        return
-    if spec.path.startswith((".", "/", "~")) or not _HUB_ID.match(spec.path):
-        raise UserError(
-            f"model directory for '{spec.name}' does not exist: {spec.path}",
-            fix="check the path (or pass a hub id such as org/name)",
-        )
 
 
 # What the trainer writes beside a model: logs and plots with timings, not part of the model.

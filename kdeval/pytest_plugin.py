@@ -204,13 +204,13 @@ class KdevalLatency:
     ) -> Latency:
         """Time `rounds` requests after `warmup_rounds` untimed ones; backend: vllm | hf
         (default: vllm when it imports, as `kdeval compare`). Returns the timed figures."""
-        from kdeval.config import ModelSpec, check_model_path
         from kdeval.efficiency import prompts as prompt_io
         from kdeval.errors import UserError
+        from kdeval.modeldir import check_model
 
         kind = backend or _default_backend()
         try:
-            check_model_path(ModelSpec(name="model", path=str(model)))
+            check_model("model", str(model), trust_remote_code=trust_remote_code)
             started, engine = self._engines.get(str(model), kind, dtype, use_chat_template, trust_remote_code)
             codec, room = started.codec, started.settings.max_model_len
             (ids,) = prompt_io.encode([_as_prompt(prompt)], codec, room, output_len)

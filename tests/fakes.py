@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -24,6 +26,24 @@ from kdeval.tasks import (
     Task,
     user_turn,
 )
+
+
+def fake_checkpoint(d: Path, payload: str, config: dict[str, Any] | None = None) -> str:
+    """A model directory that passes kdeval.modeldir's checks but holds no weights worth loading:
+    its safetensors file has no tensors, only `payload` as metadata (which makes the fingerprint,
+    and which fake backends read back with `fake_payload`)."""
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "config.json").write_text(json.dumps({"model_type": "llama", **(config or {})}))
+    (d / "tokenizer.json").write_text("{}")
+    header = json.dumps({"__metadata__": {"payload": payload}}).encode()
+    (d / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
+    return str(d)
+
+
+def fake_payload(d: str | Path) -> str:
+    raw = (Path(d) / "model.safetensors").read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    return str(json.loads(raw[8 : 8 + n])["__metadata__"]["payload"])
 
 
 class ToyChoice(Task):

@@ -1,7 +1,8 @@
 """A toy suite big enough for significance tests, and a backend whose error rate is set by its
 "checkpoint", for planting regressions in gate and leaderboard tests (no models).
 
-A fake checkpoint is a directory whose weights file holds JSON {"wrong": rate, "seed": s}; the
+A fake checkpoint is a directory whose weights file holds JSON {"wrong": rate, "seed": s} (as its
+safetensors metadata, tests.fakes.fake_checkpoint); the
 backend answers an example wrongly when a hash of (seed, example id) falls below `rate`, so the
 same checkpoint always gives the same answers and two seeds give independent mistakes.
 """
@@ -21,6 +22,7 @@ from kdeval.metrics import METRICS
 from kdeval.plugins import Catalog
 from kdeval.results import RunResult
 from kdeval.tasks import Example, GenerateRequest, Output, Request, Scored, Suite, Task, user_turn
+from tests.fakes import fake_checkpoint, fake_payload
 
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
 
@@ -72,7 +74,7 @@ class RateBackend:
     name = "fake"
 
     def __init__(self, path: str) -> None:
-        spec = json.loads((Path(path) / "model.safetensors").read_text())
+        spec = json.loads(fake_payload(path))
         self.wrong, self.seed = float(spec["wrong"]), int(spec.get("seed", 0))
         self.info = ModelInfo(chat_template=False, n_params=int(spec.get("n_params", 1000)), dtype="float32")
 
@@ -95,11 +97,9 @@ class RateBackend:
 
 def checkpoint(root: Path, name: str, wrong: float, seed: int = 0, n_params: int = 1000) -> str:
     """A fake checkpoint directory (its bytes decide the fingerprint, so each behaves apart)."""
-    d = root / "ckpt" / name
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "config.json").write_text("{}")
-    (d / "model.safetensors").write_text(json.dumps({"wrong": wrong, "seed": seed, "n_params": n_params}))
-    return str(d)
+    return fake_checkpoint(
+        root / "ckpt" / name, json.dumps({"wrong": wrong, "seed": seed, "n_params": n_params})
+    )
 
 
 def run_compare(out: Path, models: dict[str, str], **settings: object) -> RunResult:

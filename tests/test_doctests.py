@@ -7,10 +7,13 @@ import pytest
 import kdeval.backends.openai
 import kdeval.config
 import kdeval.errors
+import kdeval.modeldir
 import kdeval.results
 
 
-@pytest.mark.parametrize("module", [kdeval.errors, kdeval.results, kdeval.config, kdeval.backends.openai])
+@pytest.mark.parametrize(
+    "module", [kdeval.errors, kdeval.results, kdeval.config, kdeval.backends.openai, kdeval.modeldir]
+)
 def test_doctests(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]
     assert result.attempted > 0 and result.failed == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from kdeval.compare import compare
 from kdeval.errors import UserError
 from kdeval.results import RunResult
 from kdeval.runconfig import load_run_config
-from tests.fakes import ScriptedBackend, toy_catalog
+from tests.fakes import ScriptedBackend, fake_checkpoint, toy_catalog
 
 
 @pytest.fixture
@@ -27,11 +26,7 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _ckpt(root: Path, name: str, config: dict[str, object] | None = None) -> str:
-    d = root / name
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "config.json").write_text(json.dumps(config or {}))
-    (d / "model.safetensors").write_text(name)  # its bytes make its fingerprint
-    return str(d)
+    return fake_checkpoint(root / name, name, config)  # its payload makes its fingerprint
 
 
 def _run_file(tmp: Path, text: str) -> Path:

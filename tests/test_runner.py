@@ -11,7 +11,7 @@ from kdeval.backends.registry import ResolvedModel
 from kdeval.compare import compare, rerender
 from kdeval.config import ModelSpec, RunSpec
 from kdeval.results import RunResult
-from tests.fakes import ScriptedBackend, toy_catalog
+from tests.fakes import ScriptedBackend, fake_checkpoint, toy_catalog
 
 # 20 choice requests + 15 chat examples x 2 stages per model
 PER_MODEL = 20 + 15 * 2
@@ -19,11 +19,7 @@ PER_MODEL = 20 + 15 * 2
 
 def _model(tmp: Path, name: str, weights: str | None = None) -> str:
     # Identical checkpoints share a fingerprint (and stored outputs), so each fake gets its own bytes.
-    d = tmp / name
-    d.mkdir(exist_ok=True)
-    (d / "config.json").write_text("{}")
-    (d / "model.safetensors").write_text(weights or name)
-    return str(d)
+    return fake_checkpoint(tmp / name, weights or name)
 
 
 def _spec(tmp: Path, roles: dict[str, str]) -> RunSpec:
@@ -120,5 +116,5 @@ def test_training_logs_are_not_part_of_the_fingerprint(tmp_path: Path) -> None:
     (d / "train_log.jsonl").write_text('{"step": 1, "seconds": 0.3}\n')
     (d / "distill_summary.json").write_text('{"seconds": 12.5}')
     assert model_fingerprint(str(d)) == before
-    (d / "model.safetensors").write_text("other weights")
+    fake_checkpoint(d, "other weights")
     assert model_fingerprint(str(d)) != before

@@ -25,6 +25,7 @@ from kdeval.results import RunResult
 from kdeval.runner import sample_seed
 from kdeval.sampling import majority, pass_at_k
 from kdeval.tasks import Example, GenerateRequest, Output, Request, Scored, Suite, Task, user_turn
+from tests.fakes import fake_checkpoint
 
 N_EX = 6
 
@@ -87,11 +88,7 @@ def _catalog(n: int = N_EX) -> Catalog:
 
 
 def _model_dir(tmp: Path, name: str) -> str:
-    d = tmp / name
-    d.mkdir(exist_ok=True)
-    (d / "config.json").write_text("{}")
-    (d / "model.safetensors").write_text(name)
-    return str(d)
+    return fake_checkpoint(tmp / name, name)
 
 
 def _spec(tmp: Path, distilled: str = "good_d", **kw: object) -> RunSpec:

@@ -140,6 +140,50 @@ def test_resume_after_a_crash_reaches_the_same_loss_and_weights(
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
+def test_a_checkpoint_is_written_when_minutes_pass_and_resumes_exactly(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    # No step-count checkpoints: only the clock decides. Each step "takes" 2 minutes, so with
+    # checkpoint_minutes 5 the checkpoints fall after steps 4 and 7 (6 minutes after the last).
+    kw = {"method": "sft", "epochs": 2, "batch_size": 1, "checkpoint_every": 0, "checkpoint_minutes": 5}
+    full = train(_cfg(models, tmp_path / "full", **kw), progress=False)
+    now = [0.0]
+    written: list[list[str]] = []
+
+    def step_done(step: int, loss: float) -> None:
+        written.append(sorted(p.name for p in (cfg.out_dir / "checkpoints").glob("*.pt")))
+        now[0] += 120.0
+        if step == 8:  # killed after the checkpoint of step 7: step 8 is lost and redone
+            raise KeyboardInterrupt
+
+    cfg = _cfg(models, tmp_path / "resumed", **kw)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False, on_step=step_done, clock=lambda: now[0])
+    assert written[2] == [] and written[3] == ["step-00000004.pt"] and written[7] == ["step-00000007.pt"]
+    resumed = train(cfg, resume=True, progress=False)
+    assert resumed.resumed_from == 7 and resumed.steps == full.steps == 12
+    assert resumed.final_loss == full.final_loss
+    a, b = _weights(tmp_path / "full"), _weights(cfg.out_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_no_time_checkpoint_while_the_clock_stands_still_or_when_off(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    def crash(step: int, loss: float) -> None:
+        if step == 3:
+            raise KeyboardInterrupt
+
+    for minutes, clock in ((5.0, lambda: 0.0), (0.0, iter(range(0, 10**6, 3600)).__next__)):
+        cfg = _cfg(
+            models, tmp_path / f"out{minutes}", method="sft", checkpoint_every=0, checkpoint_minutes=minutes
+        )
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, progress=False, on_step=crash, clock=clock)
+        assert not (cfg.out_dir / "checkpoints").exists()
+    assert DistillConfig.model_fields["checkpoint_minutes"].default == 5.0  # bounded loss by default
+
+
 def test_resume_refuses_changed_settings(models: dict[str, Path], tmp_path: Path) -> None:
     cfg = _cfg(models, tmp_path / "out", method="sft", checkpoint_every=1)
     with pytest.raises(KeyboardInterrupt):

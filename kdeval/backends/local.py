@@ -1,4 +1,4 @@
-"""What the local backends (vLLM, transformers) share: checking a checkpoint directory, resolving
+"""What the local backends (vLLM, transformers) share: checking a checkpoint (kdeval.modeldir), resolving
 `dtype: auto`, fitting the context window, and the checkpoint's identity."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from kdeval.backends.base import GenerationSettings
 from kdeval.backends.registry import BackendKind, ResolvedModel
-from kdeval.config import check_model_path, model_fingerprint
+from kdeval.config import model_fingerprint
+from kdeval.modeldir import check_model
 
 if TYPE_CHECKING:
     from kdeval.config import ModelSpec, RunSpec
@@ -67,8 +68,15 @@ def model_settings(model: ModelSpec, run: RunSpec, path: str) -> GenerationSetti
 def resolve_local(
     kind: BackendKind, model: ModelSpec, run: RunSpec, options: dict[str, Any]
 ) -> ResolvedModel:
-    """The checks every local checkpoint gets, and its resolved form."""
-    check_model_path(model)
+    """The checks every local checkpoint gets (kdeval.modeldir: config, tokenizer, weights, remote
+    code, or a reachable hub id), and its resolved form. Nothing starts here."""
+    check_model(
+        model.name,
+        model.path,
+        trust_remote_code=run.trust_remote_code,
+        where=model.where_of(""),
+        extra_types=kind.model_types,
+    )
     assert model.path is not None
     return ResolvedModel(
         name=model.name,

@@ -17,6 +17,7 @@ import difflib
 import importlib
 import importlib.util
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -110,6 +111,11 @@ class BackendKind(ABC):
     def missing(self) -> str | None:
         """Why this backend cannot run here (a package not installed), or None."""
         return None
+
+    def model_types(self) -> Iterable[str]:
+        """config.json model types this backend runs beyond the installed transformers' (asked
+        only when a checkpoint's type is not a transformers one; see kdeval.modeldir)."""
+        return ()
 
     def check_options(self, model: ModelSpec) -> dict[str, Any]:
         """The model's options validated against the schema, as a JSON-able dict."""

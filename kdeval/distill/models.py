@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdeval.errors import UserError
+from kdeval.modeldir import check_model
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -30,7 +31,7 @@ def load_model(path: str, *, trust_remote_code: bool = False, device: str | None
     """A causal LM in float32 (weights, losses and AdamW state), on the GPU when there is one."""
     from transformers import AutoModelForCausalLM
 
-    _check_dir(path)
+    check_model("model", path, trust_remote_code=trust_remote_code)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=torch.float32, trust_remote_code=trust_remote_code
@@ -44,18 +45,11 @@ def load_model(path: str, *, trust_remote_code: bool = False, device: str | None
 def load_tokenizer(path: str, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
-    _check_dir(path)
+    check_model("model", path, trust_remote_code=trust_remote_code, weights=False)
     try:
         return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except OSError as exc:
         raise _load_error(path, exc) from None
-
-
-def _check_dir(path: str) -> None:
-    """Local paths must be model directories; anything shaped like org/name is a hub id."""
-    from kdeval.config import ModelSpec, check_model_path
-
-    check_model_path(ModelSpec(name="model", path=path))
 
 
 def _load_error(path: str, exc: OSError) -> UserError:

@@ -51,12 +51,13 @@ def loss_spec(cfg: DistillConfig) -> LossSpec:
 
 def check_inputs(cfg: DistillConfig) -> None:
     """Paths first: a typo should cost a second, not a model load."""
-    from kdeval.config import ModelSpec, check_model_path, is_url
+    from kdeval.config import is_url
+    from kdeval.modeldir import check_model
 
     for role in ("student", "teacher"):
         path = getattr(cfg, role)
         if path is not None and not is_url(path):  # a server is checked when it is first asked
-            check_model_path(ModelSpec(name=role, path=path))
+            check_model(role, path, trust_remote_code=cfg.trust_remote_code)
     for flag, path in (("--train", cfg.train), ("--valid", cfg.valid)):
         if path is not None and not Path(path).is_file():
             raise UserError("data file not found", where=path, fix=f"check the path given to {flag}")

@@ -40,8 +40,10 @@ if TYPE_CHECKING:
 #: Called after each optimizer step with (step, loss); raising from it stops the run (tests use
 #: this to simulate a crash between checkpoints).
 StepHook = Callable[[int, float], None]
+#: Seconds of a monotonic clock; the time-based checkpoints read it (tests pass their own).
+Clock = Callable[[], float]
 #: Settings that may change between a run and its resumption without changing its result.
-_RESUMABLE = ("checkpoint_every", "keep_checkpoints")
+_RESUMABLE = ("checkpoint_every", "checkpoint_minutes", "keep_checkpoints")
 #: Teacher caches a fresh run may find in OUT (they check their own validity).
 _CACHES = ("teacher_topk", "teacher_responses.jsonl")
 
@@ -61,9 +63,19 @@ class TrainResult:
 
 
 def train(
-    cfg: DistillConfig, *, resume: bool = False, progress: bool = True, on_step: StepHook | None = None
+    cfg: DistillConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_step: StepHook | None = None,
+    clock: Clock = time.monotonic,
 ) -> TrainResult:
-    """Train the student as `cfg` says; with `resume`, continue from OUT's last checkpoint."""
+    """Train the student as `cfg` says; with `resume`, continue from OUT's last checkpoint.
+
+    Checkpoints are written every `checkpoint_every` steps and, between those, whenever
+    `checkpoint_minutes` passed since the last one (by `clock`), so a `kill -9` loses at most
+    that much training (plus the step under way). Every checkpoint holds the whole state, so
+    resuming from any of them ends with the same weights as an uninterrupted run."""
     out = cfg.out_dir
     done = _check_out(out, cfg, resume)
     if done is not None:
@@ -79,7 +91,8 @@ def train(
     log = TrainLog(out)
     log.rewind(position.global_step)
     write_atomic(out / CONFIG_FILE, cfg.to_yaml())
-    last = _loop(cfg, run, optimizer, scheduler, total, position, log, progress, on_step)
+    saver = _Saver(cfg, run, optimizer, scheduler, clock)
+    last = _loop(cfg, run, optimizer, scheduler, total, position, log, progress, on_step, saver)
     return _finish(cfg, run, position, log, last, resumed_from)
 
 
@@ -137,6 +150,7 @@ def _loop(
     log: TrainLog,
     progress: bool,
     on_step: StepHook | None,
+    saver: _Saver,
 ) -> float:
     """Train from `position` to the end; returns the last step's loss."""
     bar = _bar(total, position.global_step, progress)
@@ -166,8 +180,7 @@ def _loop(
             )
             bar.set_postfix(loss=f"{last:.4f}", tok_s=f"{position.tokens / max(position.seconds, 1e-9):.0f}")
             bar.update(1)
-            if cfg.checkpoint_every and position.global_step % cfg.checkpoint_every == 0:
-                save_checkpoint(cfg.out_dir, position, run.student, optimizer, scheduler)
+            saver.after_step(position)
             if on_step is not None:
                 on_step(position.global_step, last)
         if position.step_in_epoch >= len(steps):
@@ -176,6 +189,27 @@ def _loop(
             _validate(cfg, run, position, log)
     bar.close()
     return last
+
+
+class _Saver:
+    """Decides after each optimizer step whether to write a checkpoint: every `checkpoint_every`
+    steps, or once `checkpoint_minutes` passed since the last one (or since training started)."""
+
+    def __init__(
+        self, cfg: DistillConfig, run: Setup, optimizer: torch.optim.Optimizer, scheduler: Any, clock: Clock
+    ) -> None:
+        self.cfg, self.run, self.optimizer, self.scheduler, self.clock = cfg, run, optimizer, scheduler, clock
+        self.last = clock()
+
+    def due(self, step: int) -> bool:
+        every, minutes = self.cfg.checkpoint_every, self.cfg.checkpoint_minutes
+        by_count = bool(every) and step % every == 0
+        return by_count or (minutes > 0 and self.clock() - self.last >= 60.0 * minutes)
+
+    def after_step(self, position: Position) -> None:
+        if self.due(position.global_step):
+            save_checkpoint(self.cfg.out_dir, position, self.run.student, self.optimizer, self.scheduler)
+            self.last = self.clock()
 
 
 def _step(
