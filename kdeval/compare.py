@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kdeval import __version__
-from kdeval.aggregate import aggregate
+from kdeval.aggregate import N_RESAMPLES, aggregate
 from kdeval.config import RunSpec
 from kdeval.datafiles import write_atomic
+from kdeval.derive import derive
 from kdeval.plugins import Catalog
 from kdeval.report.cost import PLOT_NAME, write_plot
 from kdeval.report.markdown import render
-from kdeval.results import RunResult, derive
+from kdeval.results import Figures, ModelRow, RunResult, RunSettings, TaskRow
 from kdeval.runner import (
     BackendFactory,
     LoadedTask,
@@ -30,6 +31,7 @@ from kdeval.runner import (
     run_models,
     store_path,
 )
+from kdeval.runs import read_results
 from kdeval.store import Store
 
 if TYPE_CHECKING:
@@ -64,9 +66,11 @@ def compare(
         kdeval_version=__version__,
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         command=argv,
-        settings=_settings(spec),
-        models=[_model_entry(m) for m in models],
-        tasks=[_task_entry(lt, catalog, spec, agg.metrics[lt.task.name]) for lt in tasks],
+        settings=RunSettings.model_validate(_settings(spec)),
+        models=[ModelRow.model_validate(_model_entry(m)) for m in models],
+        tasks=[
+            TaskRow.model_validate(_task_entry(lt, catalog, spec, agg.metrics[lt.task.name])) for lt in tasks
+        ],
         scores=agg.scores,
         agreement=agg.agreement,
         samples=agg.samples,
@@ -78,7 +82,8 @@ def compare(
     if efficiency is not None:
         from kdeval.efficiency.bench import measure_run
 
-        result.efficiency = measure_run(spec, resolved, tasks, log, efficiency)
+        figures = measure_run(spec, resolved, tasks, log, efficiency)
+        result.efficiency = {name: Figures.model_validate(fig) for name, fig in figures.items()}
         result.write(out / "results.json")
     write_plot(result, out)
     write_atomic(out / "report.md", render(result))
@@ -87,7 +92,9 @@ def compare(
 
 def rerender(results_path: Path, out: Path | None = None) -> str:
     """`kdeval report`: the report from stored results, no model runs."""
-    result = RunResult.read(results_path)
+    if results_path.is_dir():
+        results_path = results_path / "results.json"
+    result = read_results(results_path)
     derive(result)
     text = render(result)
     target = out or results_path.with_name("report.md")
@@ -121,7 +128,7 @@ def _settings(spec: RunSpec) -> dict[str, object]:
         # written only when set, so runs without them stay comparable with earlier ones
         **({"max_tokens": spec.max_tokens} if spec.max_tokens else {}),
         **({"samples": spec.samples} if spec.samples > 1 else {}),
-        "bootstrap_resamples": 1000,
+        "bootstrap_resamples": N_RESAMPLES,
         "settings_hash": spec.settings_hash(),
     }
 

@@ -6,11 +6,16 @@ import pytest
 
 import kdeval.backends.openai
 import kdeval.config
+import kdeval.derive
 import kdeval.errors
 import kdeval.results
+import kdeval.runs
 
 
-@pytest.mark.parametrize("module", [kdeval.errors, kdeval.results, kdeval.config, kdeval.backends.openai])
+@pytest.mark.parametrize(
+    "module",
+    [kdeval.errors, kdeval.results, kdeval.derive, kdeval.runs, kdeval.config, kdeval.backends.openai],
+)
 def test_doctests(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]
     assert result.attempted > 0 and result.failed == 0
