@@ -39,6 +39,7 @@ from kdeval.distill.demo import (
 )
 from kdeval.distill.demo_report import paired_delta
 from kdeval.results import RunResult
+from kdeval.runs import read_results
 
 METHODS = ("seqkd", "kd", "jsd", "tvd", "skl")
 #: Two-sided 95% Student t quantiles by degrees of freedom (no scipy needed).
@@ -87,9 +88,9 @@ def one_seed(cfg: DemoConfig, seed: int, methods: list[str], workdir: Path, limi
 
 
 def table(runs: dict[int, Path], methods: list[str], tasks: tuple[str, ...]) -> str:
-    results = {s: RunResult.read(p) for s, p in runs.items()}
+    results = {s: read_results(p) for s, p in runs.items()}
     first = next(iter(results.values()))
-    primary = {t["name"]: t["primary_metric"] for t in first.tasks}
+    primary = {t.name: t.primary_metric for t in first.tasks}
 
     def overall(r: RunResult, model: str) -> float:
         return next(x.value for x in r.summary if x.model == model and x.scope == "overall")

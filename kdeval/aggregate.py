@@ -158,10 +158,18 @@ def generation_row(model: str, task: str, ts: TaskScores) -> GenerationRow | Non
 def metric_row(model: str, task: str, metric: str, rows: list[list[float]], seed: int) -> ScoreRow:
     m = get_metric(metric)
     if not rows:
-        return ScoreRow(model, task, metric, None, None, None, 0)
+        return ScoreRow(model=model, task=task, metric=metric, value=None, ci_low=None, ci_high=None, n=0)
     arr = np.asarray(rows, dtype=np.float64)
     low, high = bootstrap_ci(m, arr, n_resamples=N_RESAMPLES, seed=seed)
-    return ScoreRow(model, task, metric, clean(m.corpus(arr)), clean(low), clean(high), len(rows))
+    return ScoreRow(
+        model=model,
+        task=task,
+        metric=metric,
+        value=clean(m.corpus(arr)),
+        ci_low=clean(low),
+        ci_high=clean(high),
+        n=len(rows),
+    )
 
 
 def agreement_row(
@@ -169,7 +177,9 @@ def agreement_row(
 ) -> AgreementRow:
     rows = [mean_row(float(mine[k] == theirs[k])) for k in mine if k in theirs]
     s = metric_row(model, task, "accuracy", rows, seed)
-    return AgreementRow(model, reference, task, s.value, s.ci_low, s.ci_high, s.n)
+    return AgreementRow(
+        model=model, reference=reference, task=task, value=s.value, ci_low=s.ci_low, ci_high=s.ci_high, n=s.n
+    )
 
 
 @dataclass

@@ -9,14 +9,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kdeval import __version__
-from kdeval.aggregate import aggregate
+from kdeval.aggregate import N_RESAMPLES, aggregate
 from kdeval.config import RunSpec
 from kdeval.datafiles import write_atomic
+from kdeval.derive import derive
 from kdeval.outdir import check_out, hold
 from kdeval.plugins import Catalog
 from kdeval.report.cost import PLOT_NAME, write_plot
 from kdeval.report.markdown import render
-from kdeval.results import RunResult, derive
+from kdeval.results import Figures, ModelRow, RunResult, RunSettings, TaskRow
 from kdeval.runner import (
     BackendFactory,
     LoadedTask,
@@ -31,6 +32,7 @@ from kdeval.runner import (
     run_models,
     store_path,
 )
+from kdeval.runs import read_results
 from kdeval.store import Store
 
 if TYPE_CHECKING:
@@ -81,9 +83,11 @@ def _run(
         kdeval_version=__version__,
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         command=argv,
-        settings=_settings(spec),
-        models=[_model_entry(m) for m in models],
-        tasks=[_task_entry(lt, catalog, spec, agg.metrics[lt.task.name]) for lt in tasks],
+        settings=RunSettings.model_validate(_settings(spec)),
+        models=[ModelRow.model_validate(_model_entry(m)) for m in models],
+        tasks=[
+            TaskRow.model_validate(_task_entry(lt, catalog, spec, agg.metrics[lt.task.name])) for lt in tasks
+        ],
         scores=agg.scores,
         agreement=agg.agreement,
         samples=agg.samples,
@@ -95,7 +99,8 @@ def _run(
     if efficiency is not None:
         from kdeval.efficiency.bench import measure_run
 
-        result.efficiency = measure_run(spec, resolved, tasks, log, efficiency)
+        figures = measure_run(spec, resolved, tasks, log, efficiency)
+        result.efficiency = {name: Figures.model_validate(fig) for name, fig in figures.items()}
         result.write(out / "results.json")
     write_plot(result, out)
     write_atomic(out / "report.md", render(result))
@@ -104,7 +109,9 @@ def _run(
 
 def rerender(results_path: Path, out: Path | None = None) -> str:
     """`kdeval report`: the report from stored results, no model runs."""
-    result = RunResult.read(results_path)
+    if results_path.is_dir():
+        results_path = results_path / "results.json"
+    result = read_results(results_path)
     derive(result)
     text = render(result)
     target = out or results_path.with_name("report.md")
@@ -138,7 +145,7 @@ def _settings(spec: RunSpec) -> dict[str, object]:
         # written only when set, so runs without them stay comparable with earlier ones
         **({"max_tokens": spec.max_tokens} if spec.max_tokens else {}),
         **({"samples": spec.samples} if spec.samples > 1 else {}),
-        "bootstrap_resamples": 1000,
+        "bootstrap_resamples": N_RESAMPLES,
         "settings_hash": spec.settings_hash(),
     }
 
@@ -168,6 +175,7 @@ def _model_entry(mo: ModelOutputs) -> dict[str, object]:
 def _task_entry(lt: LoadedTask, catalog: Catalog, spec: RunSpec, metrics: list[str]) -> dict[str, object]:
     t = lt.task
     generate = t.task_type == "generate"
+    budget = spec.max_tokens.get(t.name, spec.max_tokens.get("*"))  # None: the task's own
     return {
         "name": t.name,
         "suite": catalog.suite_of(t).name,
@@ -177,7 +185,7 @@ def _task_entry(lt: LoadedTask, catalog: Catalog, spec: RunSpec, metrics: list[s
         "metrics": metrics,
         "primary_metric": t.primary_metric,
         # the budget this run gave it (absent: the task's own), and samples per example
-        **({"max_tokens": spec.budget(t.name, 0)} if generate and spec.max_tokens else {}),
+        **({"max_tokens": budget} if generate and budget is not None else {}),
         **({"samples": n_samples(spec, t)} if n_samples(spec, t) > 1 else {}),
         "n_examples": len(lt.examples),
         "data_file": lt.data_file,

@@ -30,11 +30,15 @@ __all__ = [
     "METRICS",
     "Metric",
     "bootstrap_ci",
+    "combine",
     "extract_final_number",
+    "family_means",
+    "finalize_mean",
     "get_metric",
     "mean_row",
     "normalize_answer",
     "normalize_text",
+    "resample_sums",
     "squad_exact_match",
     "squad_f1",
 ]
@@ -88,7 +92,12 @@ def mean_row(value: float) -> Row:
     return [float(value), 1.0]
 
 
-def _finalize_mean(sums: np.ndarray) -> float:
+def finalize_mean(sums: np.ndarray) -> float:
+    """Corpus value of [value, 1] rows on the 0-100 scale (nan when there are none).
+
+    >>> finalize_mean(np.array([3.0, 4.0]))
+    75.0
+    """
     return 100.0 * float(sums[0]) / float(sums[1]) if sums[1] > 0 else float("nan")
 
 
@@ -175,21 +184,21 @@ METRICS: dict[str, Metric] = {
         "accuracy",
         "Percent of examples whose (task-normalized) answer equals the first reference.",
         _accuracy_stats,
-        _finalize_mean,
+        finalize_mean,
         binary=True,
     ),
     "exact_match": Metric(
         "exact_match",
         "SQuAD v1.1 exact match, best over references (percent).",
         lambda h, r: mean_row(squad_exact_match(h, r)),
-        _finalize_mean,
+        finalize_mean,
         binary=True,
     ),
     "f1": Metric(
         "f1",
         "SQuAD v1.1 token F1, best over references, averaged over examples (x100).",
         lambda h, r: mean_row(squad_f1(h, r)),
-        _finalize_mean,
+        finalize_mean,
     ),
     "bleu": Metric(
         "bleu",
@@ -209,7 +218,7 @@ METRICS: dict[str, Metric] = {
             t,
             f"{t} F-measure (rouge_score, Porter stemmer), max over references, mean over examples (x100).",
             _rouge_stats(t),
-            _finalize_mean,
+            finalize_mean,
         )
         for t in _ROUGE_TYPES
     },
@@ -250,7 +259,58 @@ def _sampled_metric(name: str) -> Metric | None:
         if kind == "pass"
         else f"the majority answer of {k} samples is right (first in sample order on ties), percent"
     )
-    return Metric(name, what, lambda h, r: mean_row(0.0), _finalize_mean, binary=True)
+    return Metric(name, what, lambda h, r: mean_row(0.0), finalize_mean, binary=True)
+
+
+def family_means(values: Sequence[Any], families: Sequence[str]) -> dict[str, Any]:
+    """Mean of each family's values, families in order of first appearance (floats or arrays).
+
+    >>> family_means([80.0, 60.0, 40.0], ["qa", "qa", "math"])
+    {'qa': 70.0, 'math': 40.0}
+    """
+    groups: dict[str, list[Any]] = {}
+    for v, f in zip(values, families, strict=True):
+        groups.setdefault(f, []).append(v)
+    return {f: sum(vs) / len(vs) for f, vs in groups.items()}
+
+
+def combine(values: Sequence[Any], families: Sequence[str]) -> Any:
+    """Mean over families of the mean over each family's tasks: how a family, `overall`, the
+    report's summary, the gate and the leaderboard all pool tasks (works on floats or arrays).
+
+    >>> combine([80.0, 60.0, 40.0], ["qa", "qa", "math"])
+    55.0
+    """
+    means = list(family_means(values, families).values())
+    return sum(means) / len(means)
+
+
+def resample_sums(
+    arrays: Sequence[np.ndarray], n_resamples: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Column sums of `n_resamples` bootstrap resamples of the examples (rows): each resample
+    draws n rows with replacement, the same draws for every array, so arrays whose row i is the
+    same example (two models' arms) stay paired. Returns one (n_resamples, k) array per array.
+
+    The one bootstrap of kdeval: the report's intervals (`bootstrap_ci`) and the gate's paired
+    tests (`kdeval.gate.stats.bootstrap`) both resample through it.
+
+    >>> a = np.array([[1.0, 1.0], [0.0, 1.0]])
+    >>> sums = resample_sums([a, a], 3, np.random.default_rng(0))
+    >>> bool((sums[0] == sums[1]).all()), sums[0].shape, bool((sums[0][:, 1] == 2).all())
+    (True, (3, 2), True)
+    """
+    n = len(arrays[0])
+    out = [np.empty((n_resamples, a.shape[1])) for a in arrays]
+    # Chunk the replicates so rows[idx] stays around 32 MiB; the chunk size depends only on the
+    # data's shape, so the result is still a function of (rows, seed).
+    chunk = max(1, min(n_resamples, (1 << 22) // max(1, n * arrays[0].shape[1])))
+    for start in range(0, n_resamples, chunk):
+        stop = min(n_resamples, start + chunk)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        for a, sums in zip(arrays, out, strict=True):
+            sums[start:stop] = a[idx].sum(axis=1)
+    return out
 
 
 def bootstrap_ci(
@@ -286,15 +346,7 @@ def bootstrap_ci(
     point = metric.corpus(arr)
     if n == 1 or bool(np.all(arr == arr[0])):
         return (point, point)
-    rng = np.random.default_rng(seed)
-    # Chunk the replicates so rows[idx] stays around 32 MiB; the chunk size depends only on the
-    # data's shape, so the result is still a function of (rows, seed).
-    chunk = max(1, min(n_resamples, (1 << 22) // (n * arr.shape[1])))
-    sums = np.empty((n_resamples, arr.shape[1]))
-    for start in range(0, n_resamples, chunk):
-        stop = min(n_resamples, start + chunk)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        sums[start:stop] = arr[idx].sum(axis=1)
+    (sums,) = resample_sums([arr], n_resamples, np.random.default_rng(seed))
     replicates = np.array([metric.finalize(s) for s in sums], dtype=np.float64)
     alpha = (1.0 - level) / 2.0
     lo, hi = np.percentile(replicates, [100.0 * alpha, 100.0 * (1.0 - alpha)])

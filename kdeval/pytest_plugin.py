@@ -43,8 +43,8 @@ import pytest
 if TYPE_CHECKING:
     from kdeval.efficiency.probes import Engine
     from kdeval.efficiency.prompts import Prompt
-    from kdeval.gate import Results
     from kdeval.gate.run import GateResult
+    from kdeval.results import RunResult
     from kdeval.tasks import Message
 
 #: A short prompt every tokenizer handles; pass your own for a realistic prompt length.
@@ -83,7 +83,7 @@ class KdevalResults:
 
     def __init__(self, config: pytest.Config) -> None:
         self._config = config
-        self._cache: dict[Path, Results] = {}
+        self._cache: dict[Path, RunResult] = {}
 
     def path(self, which: str) -> Path:
         value = self._config.getoption(f"kdeval_{which}") or self._config.getini(f"kdeval_{which}")
@@ -94,9 +94,9 @@ class KdevalResults:
         path = Path(str(value))
         return path if path.is_absolute() else self._config.rootpath / path
 
-    def load(self, path: Path | str) -> Results:
+    def load(self, path: Path | str) -> RunResult:
         from kdeval.errors import UserError
-        from kdeval.gate import load_run
+        from kdeval.runs import load_run
 
         key = Path(path).resolve()
         if key not in self._cache:
@@ -107,11 +107,11 @@ class KdevalResults:
         return self._cache[key]
 
     @property
-    def baseline(self) -> Results:
+    def baseline(self) -> RunResult:
         return self.load(self.path("baseline"))
 
     @property
-    def candidate(self) -> Results:
+    def candidate(self) -> RunResult:
         return self.load(self.path("candidate"))
 
 

@@ -1,27 +1,178 @@
-"""The results.json schema (versioned) and the numbers derived from scores.
+"""The results.json schema: versioned, typed and checked.
 
-Everything the report shows comes from a `RunResult`; `derive()` computes the summary rows
-and the teacher comparisons from the per-task scores alone, so `kdeval report` and any later
-consumer (gate, leaderboard) get the same numbers without running a model.
+Everything the report shows comes from a `RunResult`; `kdeval.derive` fills its summary rows and
+teacher comparisons from the per-task scores alone. Files are read through `kdeval.runs`, which
+turns a missing or mistyped field into one line naming the file and the field.
+
+Writing gives the bytes kdeval has always written: the rows' keys in their declared order, and
+the entries that hold optional or open keys (settings, models, tasks, efficiency) with exactly
+the keys they were given, in the order given. So a file reads and writes back unchanged, and
+files written before `generation`, `max_tokens`, `samples` or `thinking` existed stay readable.
+
+>>> row = ScoreRow(model="m", task="t", metric="f1", value=50.0, ci_low=None, ci_high=None, n=2)
+>>> ScoreRow.model_validate(row.model_dump(), strict=True) == row
+True
+>>> Machine.model_validate({"cpu": "x86_64", "cores": 2}).model_dump()  # open: order and keys kept
+{'cpu': 'x86_64', 'cores': 2}
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Annotated, Any, Final, Literal, Self
 
-from kdeval.datafiles import read_json, write_atomic
-from kdeval.errors import UserError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PlainValidator,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
-SCHEMA = "kdeval.results"
-SCHEMA_VERSION = 1
+from kdeval.config import Role
+from kdeval.datafiles import write_atomic
+
+SCHEMA: Final = "kdeval.results"
+SCHEMA_VERSION: Final = 1
 
 
-@dataclass
-class ScoreRow:
+def _number(value: object) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {json.dumps(value, default=str)[:40]}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {value}")
+    return value
+
+
+#: a measured figure: an int stays an int and a float a float, so a file writes back unchanged
+Number = Annotated[int | float, PlainValidator(_number)]
+#: one group of figures, e.g. latency {mean, p50, p90, p99} or memory {weights, kv_cache, peak}
+Group = dict[str, Number | None]
+#: efficiency figure group (as rules and sort keys name it) -> (key in `Figures`, its stats, unit,
+#: higher is better)
+EFFICIENCY: dict[str, tuple[str, tuple[str, ...], str, bool]] = {
+    "latency": ("latency_ms", ("mean", "p50", "p90", "p99"), "ms", False),
+    "memory": ("memory_mib", ("weights", "kv_cache", "peak"), "MiB", False),
+    "throughput": ("throughput", ("requests_per_s", "tokens_per_s"), "/s", True),
+}
+
+
+class _Row(BaseModel):
+    """A results.json object with a fixed shape: every key written, in declared order. Unknown
+    keys and NaN are refused; files are validated strictly (`kdeval.runs`), Python callers laxly
+    (a tuple passes for a list)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class _Entry(_Row):
+    """A results.json object with optional (or, with extra="allow", open) keys: written with the
+    keys it was given, in the order given; a key it was not given stays absent."""
+
+    _order: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_order(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        entry = handler(data)
+        if isinstance(data, dict):
+            entry._order = tuple(data)
+        return entry
+
+    @model_serializer(mode="wrap")
+    def _as_given(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        given = self.model_fields_set | set(self.model_extra or {})
+        order = [k for k in self._order if k in given] + [k for k in out if k not in self._order]
+        return {k: out[k] for k in order if k in out and k in given}
+
+
+# --- the run: settings, models, tasks ------------------------------------------------------
+
+
+class RunSettings(_Entry):
+    """The run's generation and scoring settings (`kdeval compare`'s flags)."""
+
+    backend: str
+    temperature: float
+    top_p: float
+    seed: int
+    dtype: str
+    max_model_len: int
+    batch_size: int
+    use_chat_template: bool | None
+    limit: int | None
+    #: token budgets by task ("*": every task); written only when set
+    max_tokens: dict[str, int] = Field(default_factory=dict)
+    #: answers per example; written only when above 1
+    samples: int = 1
+    bootstrap_resamples: int
+    settings_hash: str
+
+    def values(self) -> dict[str, Any]:
+        """Every setting, a missing optional one at its default (what the run actually used)."""
+        return {name: getattr(self, name) for name in type(self).model_fields}
+
+
+class ModelRow(_Entry):
+    """One model of the run. Open: a backend's own facts (e.g. a server's `host`) ride along."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    role: Role
+    path: str
+    fingerprint: str
+    reused: int
+    computed: int
+    backend: str
+    chat_template: bool | None = None
+    n_params: int | None = None
+    dtype: str
+    remote: bool
+    max_model_len: int
+    options: dict[str, Any]
+    #: the options that change outputs (what the gate compares)
+    output_options: dict[str, Any]
+    settings_hash: str
+    #: the thinking-trace delimiters [start, end], when the model thinks
+    thinking: Annotated[list[str], Field(min_length=2, max_length=2)] | None = None
+    #: what a remote model's server reported (model id, root, max_model_len)
+    server: dict[str, Any] | None = None
+
+
+class TaskRow(_Entry):
+    """One task of the run, with the hashes that decide whether two runs can be compared."""
+
+    name: str
+    suite: str
+    family: str
+    version: str
+    task_type: Literal["multiple_choice", "generate"]
+    metrics: list[str]
+    primary_metric: str
+    #: this run's token budget for the task; written only when the run set budgets
+    max_tokens: int | None = None
+    #: answers per example; written only when above 1
+    samples: int = 1
+    n_examples: int
+    data_file: str | None
+    data_hash: str
+    prompt_hash: str
+
+
+# --- scores and what is derived from them ----------------------------------------------------
+
+
+class ScoreRow(_Row):
     model: str
     task: str
     metric: str
@@ -31,8 +182,7 @@ class ScoreRow:
     n: int
 
 
-@dataclass
-class AgreementRow:
+class AgreementRow(_Row):
     """Share of examples where `model` gives the same normalized answer as `reference`."""
 
     model: str
@@ -44,8 +194,7 @@ class AgreementRow:
     n: int
 
 
-@dataclass
-class GenerationRow:
+class GenerationRow(_Row):
     """What one model's answers to one task cost (every sample and stage of its generations).
 
     thinks / unfinished: generations with a thinking trace / whose trace never closed (no answer).
@@ -67,54 +216,177 @@ class GenerationRow:
     correct: float | None
 
 
-@dataclass
-class SummaryRow:
+class SummaryRow(_Row):
     """Mean of the tasks' primary metrics per family, and of the families overall."""
 
     model: str
-    scope: str  # "family" | "overall"
+    scope: Pooled
     name: str
     value: float
 
 
-@dataclass
-class Comparison:
+Scope = Literal["task", "family", "overall"]
+Pooled = Literal["family", "overall"]
+
+
+class Comparison(_Row):
     """Distilled vs teacher (and baseline) for one task/metric, family or overall.
     None means not computable; `notes` says why (footnote keys of the report)."""
 
-    scope: str  # "task" | "family" | "overall"
+    scope: Scope
     name: str
     metric: str
     retention: float | None
     gap_closed: float | None
     agreement: float | None
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
 
 
-@dataclass
-class RunResult:
+# --- efficiency -------------------------------------------------------------------------------
+
+
+class Repeats(_Entry):
+    """How a model's figures spread over the repeated passes (min / median / max)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    n: int | None = None
+    latency_p50_ms: Group | None = None
+    output_tokens_per_s: Group | None = None
+
+
+class Workload(_Entry):
+    model_config = ConfigDict(extra="allow")
+
+    latency_requests: int | None = None
+    throughput_requests: int | None = None
+    output_len: int | None = None
+    warmup: int | None = None
+
+
+class Machine(_Entry):
+    model_config = ConfigDict(extra="allow")
+
+    cores: int | None = None
+    load_average: list[Number] | None = None
+
+
+class Figures(_Entry):
+    """One model's cost figures, measured in their own phase (see `kdeval.efficiency` for every
+    key). The keys the report, gate and leaderboard read are typed; the rest ride along as they
+    are (engine settings, processes, ...). A model that could not be measured has `error` only."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str | None = None
+    #: "cpu: AMD EPYC (2 cores)", a GPU's name, or "remote: ..."; latency rules compare devices
+    device: str | None = None
+    backend: str | None = None
+    dtype: str | None = None
+    remote: bool = False
+    startup_s: Number | None = None
+    n_params: int | None = None
+    latency_ms: Group | None = None
+    ttft_ms: Group | None = None
+    tpot_ms: Group | None = None
+    throughput: Group | None = None
+    memory_mib: Group | None = None
+    answer_latency_ms: Group | None = None
+    answer_tokens: Group | None = None
+    repeats: Repeats | None = None
+    noisy: bool = False
+    warnings: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    workload: Workload | None = None
+    machine: Machine | None = None
+    versions: dict[str, str | None] | None = None
+
+    def number(self, group: str, key: str) -> float | None:
+        """One figure, e.g. number("latency_ms", "p50"); None when not measured."""
+        values = getattr(self, group) if group in type(self).model_fields else None
+        x = values.get(key) if isinstance(values, dict) else None
+        return None if x is None else float(x)
+
+    def figure(self, path: str) -> float | None:
+        """A rule's or sort key's figure by its name, e.g. figure("latency.p50")."""
+        group, _, stat = path.partition(".")
+        return self.number(EFFICIENCY[group][0], stat) if group in EFFICIENCY else None
+
+
+# --- the file ---------------------------------------------------------------------------------
+
+
+def _timestamp(value: str) -> str:
+    dt.datetime.fromisoformat(value)  # ValueError: not an ISO 8601 time
+    return value
+
+
+def _inside_run(samples: dict[str, str]) -> dict[str, str]:
+    """Per-sample files are read relative to results.json: a path must stay inside its folder."""
+    for key, rel in samples.items():
+        posix, windows = PurePosixPath(rel.replace("\\", "/")), PureWindowsPath(rel)
+        if not rel or posix.is_absolute() or windows.drive or windows.root or ".." in posix.parts:
+            raise ValueError(f"{key}: '{rel}' is not a path inside the run folder")
+    return samples
+
+
+class RunResult(_Row):
+    """A whole results.json. Assignments are checked too (`derive`, the cost phase)."""
+
+    model_config = ConfigDict(validate_assignment=True, populate_by_name=True)
+
     kdeval_version: str
-    created_at: str
+    created_at: Annotated[str, AfterValidator(_timestamp)]
     command: list[str]
-    settings: dict[str, Any]
-    models: list[dict[str, Any]]
-    tasks: list[dict[str, Any]]
+    settings: RunSettings
+    models: list[ModelRow]
+    tasks: list[TaskRow]
     scores: list[ScoreRow]
     agreement: list[AgreementRow]
-    summary: list[SummaryRow] = field(default_factory=list)
-    comparisons: list[Comparison] = field(default_factory=list)
-    samples: dict[str, str] = field(default_factory=dict)
+    summary: list[SummaryRow] = Field(default_factory=list)
+    comparisons: list[Comparison] = Field(default_factory=list)
+    #: "MODEL/TASK" -> its per-example samples file, relative to the folder of results.json
+    samples: Annotated[dict[str, str], AfterValidator(_inside_run)] = Field(default_factory=dict)
     #: source revision the run was made from ($GITHUB_SHA or `git rev-parse HEAD` where run), if known
     commit: str | None = None
-    #: cost figures per model name, measured in their own phase (see kdeval.gate for the shape)
-    efficiency: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: cost figures per model name, measured in their own phase
+    efficiency: dict[str, Figures] = Field(default_factory=dict)
     #: the cost of the answers per model and task: thinking, budget hits, tokens per right answer
-    generation: list[GenerationRow] = field(default_factory=list)
-    schema: str = SCHEMA
-    schema_version: int = SCHEMA_VERSION
+    generation: list[GenerationRow] = Field(default_factory=list)
+    schema_: Literal["kdeval.results"] = Field(default=SCHEMA, alias="schema")
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+    @model_validator(mode="after")
+    def _names_known(self) -> Self:
+        """Rows name models and tasks of this run (a row for an unknown one is a broken file)."""
+        models, tasks = {m.name for m in self.models}, {t.name for t in self.tasks}
+        if len(models) != len(self.models):
+            raise ValueError("models: a model name appears twice")
+        for name in self.efficiency:
+            if name not in models:
+                raise ValueError(f"efficiency: '{name}' is not a model of this run")
+        sections: list[tuple[str, list[Any], tuple[str, ...]]] = [
+            ("scores", self.scores, ("model",)),
+            ("agreement", self.agreement, ("model", "reference")),
+            ("generation", self.generation, ("model",)),
+            ("summary", self.summary, ("model",)),
+        ]
+        for section, rows, keys in sections:
+            for i, row in enumerate(rows):
+                for key in keys:
+                    if getattr(row, key) not in models:
+                        raise ValueError(
+                            f"{section}[{i}].{key}: '{getattr(row, key)}' is not a model of this run"
+                        )
+                if section != "summary" and row.task not in tasks:
+                    raise ValueError(f"{section}[{i}].task: '{row.task}' is not a task of this run")
+        return self
+
+    def model(self, name: str) -> ModelRow | None:
+        return next((m for m in self.models if m.name == name), None)
 
     def role(self, role: str) -> str | None:
-        return next((m["name"] for m in self.models if m["role"] == role), None)
+        return next((m.name for m in self.models if m.role == role), None)
 
     def gen(self, model: str, task: str) -> GenerationRow | None:
         return next((g for g in self.generation if (g.model, g.task) == (model, task)), None)
@@ -125,37 +397,10 @@ class RunResult:
         )
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, allow_nan=False, default=_nan_free)
+        return json.dumps(self.model_dump(by_alias=True), indent=2, allow_nan=False, default=_nan_free)
 
     def write(self, path: Path) -> None:
         write_atomic(path, self.to_json() + "\n")
-
-    @classmethod
-    def read(cls, path: Path) -> RunResult:
-        raw = read_json(path)
-        if not isinstance(raw, dict) or raw.get("schema") != SCHEMA:
-            raise UserError(
-                "not a kdeval results file",
-                where=str(path),
-                fix="pass DIR/results.json from `kdeval compare`",
-            )
-        if raw.get("schema_version") != SCHEMA_VERSION:
-            raise UserError(
-                f"results schema version {raw.get('schema_version')} is not supported "
-                f"(this kdeval reads {SCHEMA_VERSION})",
-                where=str(path),
-                fix="re-run `kdeval compare` with this version",
-            )
-        return cls(
-            **{
-                **raw,
-                "scores": [ScoreRow(**r) for r in raw["scores"]],
-                "agreement": [AgreementRow(**r) for r in raw["agreement"]],
-                "summary": [SummaryRow(**r) for r in raw["summary"]],
-                "comparisons": [Comparison(**r) for r in raw["comparisons"]],
-                "generation": [GenerationRow(**r) for r in raw.get("generation", [])],
-            }
-        )
 
 
 def _nan_free(obj: object) -> object:
@@ -165,104 +410,3 @@ def _nan_free(obj: object) -> object:
 def clean(x: float | None) -> float | None:
     """JSON has no NaN: a value that could not be computed is stored as null."""
     return None if x is None or math.isnan(x) else x
-
-
-def derive(result: RunResult) -> None:
-    """Fill `summary` and `comparisons` from `scores` and `agreement`."""
-    result.summary = _summaries(result)
-    result.comparisons = _comparisons(result)
-
-
-def _summaries(r: RunResult) -> list[SummaryRow]:
-    rows = []
-    families: dict[str, list[dict[str, Any]]] = {}
-    for t in r.tasks:
-        families.setdefault(t["family"], []).append(t)
-    for m in r.models:
-        fam_values = []
-        for fam, tasks in families.items():
-            vals = [r.value(m["name"], t["name"], t["primary_metric"]) for t in tasks]
-            known = [v for v in vals if v is not None]
-            if known:
-                v = sum(known) / len(known)
-                fam_values.append(v)
-                rows.append(SummaryRow(m["name"], "family", fam, v))
-        if fam_values:
-            rows.append(SummaryRow(m["name"], "overall", "overall", sum(fam_values) / len(fam_values)))
-    return rows
-
-
-def ratios(
-    teacher: float | None, baseline: float | None, distilled: float | None, *, has_teacher: bool = True
-) -> tuple[float | None, float | None, list[str]]:
-    """Retention = distilled/teacher; gap closed = (distilled-baseline)/(teacher-baseline).
-
-    >>> ratios(80.0, 60.0, 75.0)
-    (0.9375, 0.75, [])
-    >>> ratios(None, 60.0, 75.0, has_teacher=False)
-    (None, None, ['no-teacher'])
-    >>> ratios(None, 60.0, 75.0)  # a teacher ran but has no score (e.g. no references)
-    (None, None, ['teacher-unscored'])
-    >>> ratios(70.0, 70.0, 75.0)[1:]
-    (None, ['zero-gap'])
-    """
-    notes: list[str] = []
-    if distilled is None:
-        return None, None, ["no-distilled"]
-    if teacher is None:
-        return None, None, ["teacher-unscored" if has_teacher else "no-teacher"]
-    retention = distilled / teacher if teacher != 0 else None
-    if teacher == 0:
-        notes.append("zero-teacher")
-    gap = None
-    if baseline is None:
-        notes.append("no-baseline")
-    elif abs(teacher - baseline) < 1e-12:
-        notes.append("zero-gap")
-    else:
-        gap = (distilled - baseline) / (teacher - baseline)
-    return retention, gap, notes
-
-
-def _comparisons(r: RunResult) -> list[Comparison]:
-    t, b, d = r.role("teacher"), r.role("baseline"), r.role("distilled")
-    out = []
-
-    def val(model: str | None, get: Any) -> float | None:
-        return None if model is None else get(model)
-
-    def agree(task_names: list[str]) -> float | None:
-        # agreement rows are on the 0-100 scale of scores; comparisons hold fractions
-        vals = [
-            a.value / 100
-            for a in r.agreement
-            if a.model == d and a.reference == t and a.task in task_names and a.value is not None
-        ]
-        return sum(vals) / len(vals) if vals and len(vals) == len(task_names) else None
-
-    for task in r.tasks:
-        for metric in task["metrics"]:
-
-            def get(m: str, task: dict[str, Any] = task, metric: str = metric) -> float | None:
-                return r.value(m, task["name"], metric)
-
-            ret, gap, notes = ratios(val(t, get), val(b, get), val(d, get), has_teacher=t is not None)
-            out.append(Comparison("task", task["name"], metric, ret, gap, agree([task["name"]]), notes))
-    for scope in ("family", "overall"):
-        names = sorted({s.name for s in r.summary if s.scope == scope}, key=_family_order(r))
-        for name in names:
-
-            def sget(m: str, scope: str = scope, name: str = name) -> float | None:
-                return next(
-                    (s.value for s in r.summary if (s.model, s.scope, s.name) == (m, scope, name)), None
-                )
-
-            tasks = [x["name"] for x in r.tasks if scope == "overall" or x["family"] == name]
-            ret, gap, notes = ratios(val(t, sget), val(b, sget), val(d, sget), has_teacher=t is not None)
-            out.append(Comparison(scope, name, "primary", ret, gap, agree(tasks), notes))
-    return out
-
-
-def _family_order(r: RunResult) -> Any:
-    order = list(dict.fromkeys(t["family"] for t in r.tasks))
-    return lambda name: order.index(name) if name in order else len(order)

@@ -6,13 +6,24 @@ import pytest
 
 import kdeval.backends.openai
 import kdeval.config
+import kdeval.derive
 import kdeval.errors
 import kdeval.modeldir
 import kdeval.results
+import kdeval.runs
 
 
 @pytest.mark.parametrize(
-    "module", [kdeval.errors, kdeval.results, kdeval.config, kdeval.backends.openai, kdeval.modeldir]
+    "module",
+    [
+        kdeval.errors,
+        kdeval.results,
+        kdeval.derive,
+        kdeval.runs,
+        kdeval.config,
+        kdeval.backends.openai,
+        kdeval.modeldir,
+    ],
 )
 def test_doctests(module: object) -> None:
     result = doctest.testmod(module)  # type: ignore[arg-type]

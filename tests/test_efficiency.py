@@ -17,6 +17,7 @@ import pytest
 from kdeval.backends import vllm_available
 from kdeval.backends.base import GenerationSettings
 from kdeval.backends.registry import ResolvedModel
+from kdeval.derive import derive
 from kdeval.efficiency import bench
 from kdeval.efficiency import prompts as prompt_io
 from kdeval.efficiency.machine import describe, device_label, versions
@@ -35,7 +36,8 @@ from kdeval.efficiency.probes import (
 )
 from kdeval.errors import UserError
 from kdeval.report import cost
-from kdeval.results import RunResult, ScoreRow, derive
+from kdeval.results import RunResult, ScoreRow
+from kdeval.runs import read_results
 from kdeval.tasks import Message
 
 needs_vllm = pytest.mark.skipif(not vllm_available(), reason="vllm is not installed")
@@ -320,17 +322,38 @@ def _fig(p50: float, peak: float, weights: float, tps: float, **extra: Any) -> d
     }
 
 
+SETTINGS = {
+    "backend": "hf", "temperature": 0.0, "top_p": 1.0, "seed": 0, "dtype": "auto", "max_model_len": 2048,
+    "batch_size": 16, "use_chat_template": None, "limit": None, "bootstrap_resamples": 1000,
+    "settings_hash": "0",
+}  # fmt: skip
+MODEL = {
+    "reused": 0, "computed": 1, "backend": "hf", "dtype": "float32", "remote": False, "max_model_len": 2048,
+    "options": {}, "output_options": {}, "settings_hash": "0",
+}  # fmt: skip
+TASK = {
+    "name": "t", "suite": "s", "family": "f", "version": "1", "task_type": "generate",
+    "metrics": ["accuracy"], "primary_metric": "accuracy", "n_examples": 100, "data_file": None,
+    "data_hash": "0", "prompt_hash": "0",
+}  # fmt: skip
+
+
 def _result(roles: dict[str, float], efficiency: dict[str, dict[str, Any]]) -> RunResult:
-    r = RunResult(
-        kdeval_version="0",
-        created_at="now",
-        command=[],
-        settings={},
-        models=[{"name": n, "role": n, "path": n, "fingerprint": n} for n in roles],
-        tasks=[{"name": "t", "family": "f", "metrics": ["accuracy"], "primary_metric": "accuracy"}],
-        scores=[ScoreRow(n, "t", "accuracy", v, v - 2, v + 2, 100) for n, v in roles.items()],
-        agreement=[],
-        efficiency=efficiency,
+    r = RunResult.model_validate(
+        {
+            "kdeval_version": "0",
+            "created_at": "2026-01-01T00:00:00+00:00",
+            "command": [],
+            "settings": SETTINGS,
+            "models": [{**MODEL, "name": n, "role": n, "path": n, "fingerprint": n} for n in roles],
+            "tasks": [TASK],
+            "scores": [
+                ScoreRow(model=n, task="t", metric="accuracy", value=v, ci_low=v - 2, ci_high=v + 2, n=100)
+                for n, v in roles.items()
+            ],
+            "agreement": [],
+            "efficiency": efficiency,
+        }
     )
     derive(r)
     return r
@@ -390,7 +413,7 @@ def test_report_renders_stored_figures_and_plot(tmp_path: Path) -> None:
     eff["distilled"]["warnings"] = ["latency p50 varied by 30% across 3 repeats"]
     eff["distilled"]["machine"] = {"load_average": [3.5, 3.0, 2.0], "cores": 2}
     _result({"teacher": 50.0, "distilled": 46.0}, eff).write(tmp_path / "results.json")
-    r = RunResult.read(tmp_path / "results.json")  # what `kdeval report` starts from
+    r = read_results(tmp_path / "results.json")  # what `kdeval report` starts from
     text = cost.render_section(r)
     assert "10% / — ⚠" in text and "⚠ distilled: latency p50 varied by 30%" in text
     assert "load average 3.5 on 2 cores" in text
@@ -503,7 +526,7 @@ def test_compare_records_efficiency_and_report_rerenders_it(
     result = run(spec, load_catalog(), argv=["kdeval"], log=lambda _: None, efficiency=cfg)
     assert set(result.efficiency) == {"teacher", "distilled"}
     for fig in result.efficiency.values():
-        _check_figures(fig, "hf")
+        _check_figures(fig.model_dump(), "hf")
     report = (spec.out / "report.md").read_text()
     assert "## Cost" in report and "The distilled student:" in report
     assert (spec.out / cost.PLOT_NAME).is_file()

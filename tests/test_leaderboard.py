@@ -11,9 +11,9 @@ import pytest
 
 from kdeval.config import ModelSpec, RunSpec
 from kdeval.errors import UserError
-from kdeval.gate import load_run
 from kdeval.gate.cli import main
 from kdeval.report.leaderboard import build, ranked, render
+from kdeval.runs import load_run
 from tests.fakes_gate import checkpoint, gate_catalog, run_compare
 
 

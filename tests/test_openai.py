@@ -22,6 +22,7 @@ from kdeval.config import ModelSpec, RunSpec
 from kdeval.efficiency.bench import BenchConfig
 from kdeval.plugins import load_catalog
 from kdeval.results import RunResult
+from kdeval.runs import read_results
 from tests.servers import FaultProxy, Faults, VLLMServer, free_port
 
 pytestmark = [
@@ -63,7 +64,7 @@ def clean(vllm_server: VLLMServer, tiny_model_dir: Path, tmp_path_factory: pytes
 
 
 def test_a_served_model_gives_what_offline_vllm_gives(clean: Path) -> None:
-    result = RunResult.read(clean / "results.json")
+    result = read_results(clean / "results.json")
     for task in TASKS:
         t, d = records(clean, "teacher", task), records(clean, "distilled", task)
         assert [r["id"] for r in t] == [r["id"] for r in d]
@@ -79,11 +80,11 @@ def test_a_served_model_gives_what_offline_vllm_gives(clean: Path) -> None:
 
 
 def test_the_remote_model_is_identified_by_the_server(clean: Path, vllm_server: VLLMServer) -> None:
-    result = RunResult.read(clean / "results.json")
-    teacher = next(m for m in result.models if m["name"] == "teacher")
-    assert teacher["remote"] is True and teacher["backend"] == "openai"
-    assert teacher["path"] == vllm_server.base_url and teacher["server"]["root"] == str(vllm_server.model)
-    assert "concurrency" not in teacher["output_options"]  # requests in flight do not change outputs
+    result = read_results(clean / "results.json")
+    teacher = result.model("teacher")
+    assert teacher is not None and teacher.remote is True and teacher.backend == "openai"
+    assert teacher.path == vllm_server.base_url and (teacher.server or {})["root"] == str(vllm_server.model)
+    assert "concurrency" not in teacher.output_options  # requests in flight do not change outputs
     assert "remote" in (clean / "report.md").read_text()
 
 
@@ -115,10 +116,17 @@ def test_the_api_key_is_never_written(vllm_server: VLLMServer, tmp_path: Path, c
     finally:
         del os.environ["KDEVAL_TEST_API_KEY"]
     fig = result.efficiency["teacher"]
-    assert "error" not in fig, fig.get("error")
-    assert fig["remote"] is True and fig["memory_source"] == "remote" and fig["n_params"] is None
-    assert fig["ttft_ms"]["p50"] > 0 and fig["throughput"]["output_tokens_per_s"] > 0
-    assert fig["output_tokens"] == {"min": 8, "max": 8, "requested": 8}  # ignore_eos on the server
+    assert fig.error is None, fig.error
+    assert fig.remote is True and fig.n_params is None
+    assert (fig.model_extra or {})["memory_source"] == "remote"
+    assert (fig.number("ttft_ms", "p50") or 0) > 0 and (
+        fig.number("throughput", "output_tokens_per_s") or 0
+    ) > 0
+    assert (fig.model_extra or {})["output_tokens"] == {
+        "min": 8,
+        "max": 8,
+        "requested": 8,
+    }  # ignore_eos on the server
     captured = capsys.readouterr()
     written = [p.read_bytes() for p in out.rglob("*") if p.is_file()]
     assert all(secret.encode() not in b for b in written) and secret not in captured.out + captured.err
@@ -316,5 +324,5 @@ def test_the_chat_endpoint_serves_generation_tasks_with_the_servers_template(
     spec = RunSpec(models=specs, tasks=["math_synth"], limit=4, out=out, backend="vllm")
     result = compare(spec, load_catalog(), argv=["test"], log=lambda m: None)
     teacher = result.models[0]
-    assert teacher["chat_template"] is True and teacher["output_options"]["endpoint"] == "chat"
+    assert teacher.chat_template is True and teacher.output_options["endpoint"] == "chat"
     assert all(r["output"][0] for r in records(out, "teacher", "math_synth"))  # answers came back

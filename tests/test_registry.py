@@ -71,9 +71,9 @@ out: {tmp_path / "out"}
 """,
     )
     result = _compare(f)
-    entries = {m["name"]: m for m in result.models}
-    assert entries["teacher"]["backend"] == "scripted" and entries["distilled"]["options"]["flavour"] == "x"
-    assert entries["distilled"]["output_options"] == {"flavour": "x"}  # workers only paces: left out
+    entries = {m.name: m for m in result.models}
+    assert entries["teacher"].backend == "scripted" and entries["distilled"].options["flavour"] == "x"
+    assert entries["distilled"].output_options == {"flavour": "x"}  # workers only paces: left out
     assert result.value("teacher", "toy_choice", "accuracy") == 100.0
 
 
@@ -263,7 +263,8 @@ def test_the_example_run_file_is_valid() -> None:
 
 
 def test_the_gate_refuses_runs_whose_model_options_change_outputs(scripted: None, tmp_path: Path) -> None:
-    from kdeval.gate import differences, load_run
+    from kdeval.gate import differences
+    from kdeval.runs import load_run
 
     ckpt = _ckpt(tmp_path, "good_model")
 

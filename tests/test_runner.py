@@ -11,6 +11,7 @@ from kdeval.backends.registry import ResolvedModel
 from kdeval.compare import compare, rerender
 from kdeval.config import ModelSpec, RunSpec
 from kdeval.results import RunResult
+from kdeval.runs import read_results
 from tests.fakes import ScriptedBackend, fake_checkpoint, toy_catalog
 
 # 20 choice requests + 15 chat examples x 2 stages per model
@@ -46,7 +47,7 @@ def test_compare_writes_results_report_and_samples(tmp_path: Path) -> None:
     result = _run(_spec(tmp_path, ROLES))
     out = tmp_path / "out"
     assert len(ScriptedBackend.served) == 3 * PER_MODEL
-    assert RunResult.read(out / "results.json").scores == result.scores
+    assert read_results(out / "results.json").scores == result.scores
     teacher = result.value("teacher", "toy_choice", "accuracy")
     baseline = result.value("baseline", "toy_choice", "accuracy")
     assert teacher == 100.0 and baseline is not None and baseline < 100.0
@@ -74,7 +75,7 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path: Path) -> None:
     assert len(ScriptedBackend.served) == PER_MODEL + 7
     resumed = _run(spec)
     assert len(ScriptedBackend.served) == 3 * PER_MODEL  # nothing completed was served twice
-    assert sum(m["reused"] for m in resumed.models) == PER_MODEL + 7
+    assert sum(m.reused for m in resumed.models) == PER_MODEL + 7
     (tmp_path / "fresh").mkdir()
     clean = _run(_spec(tmp_path / "fresh", ROLES))
     assert clean.scores == resumed.scores and clean.agreement == resumed.agreement
@@ -88,7 +89,7 @@ def test_changed_distilled_checkpoint_reruns_only_that_model(tmp_path: Path) -> 
     result = _run(spec)
     assert set(ScriptedBackend.served) == {str(tmp_path / "good_distilled")}
     assert len(ScriptedBackend.served) == PER_MODEL
-    assert {m["name"]: m["reused"] for m in result.models} == {
+    assert {m.name: m.reused for m in result.models} == {
         "teacher": PER_MODEL,
         "baseline": PER_MODEL,
         "distilled": 0,

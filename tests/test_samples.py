@@ -117,8 +117,8 @@ def test_each_sample_has_its_own_seed_and_store_row(tmp_path: Path) -> None:
 def test_mean_pass_at_k_and_majority_from_the_samples(tmp_path: Path) -> None:
     n = 4
     result = _run(_spec(tmp_path, samples=n))
-    task = next(t for t in result.tasks if t["name"] == "toy_math")
-    assert task["metrics"] == ["accuracy", "pass@2", "pass@4", "maj@4"] and task["samples"] == n
+    task = next(t for t in result.tasks if t.name == "toy_math")
+    assert task.metrics == ["accuracy", "pass@2", "pass@4", "maj@4"] and task.samples == n
     for model, good in (("distilled", True), ("baseline", False)):
         right, maj = [], []
         for i in range(N_EX):
@@ -157,8 +157,8 @@ def test_resume_after_a_crash_recomputes_no_sample(tmp_path: Path) -> None:
 def test_token_budget_overrides_the_tasks(tmp_path: Path) -> None:
     result = _run(_spec(tmp_path, max_tokens={"toy_math": 40}))
     assert {b for _, _, b in SeededBackend.served} == {40}
-    task = next(t for t in result.tasks if t["name"] == "toy_math")
-    assert task["max_tokens"] == 40 and result.settings["max_tokens"] == {"toy_math": 40}
+    task = next(t for t in result.tasks if t.name == "toy_math")
+    assert task.max_tokens == 40 and result.settings.max_tokens == {"toy_math": 40}
 
 
 def test_sampling_settings_refused_in_one_line() -> None:

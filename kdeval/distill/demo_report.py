@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kdeval.datafiles import write_atomic
-from kdeval.gate import load_run, scope_tasks
 from kdeval.gate.stats import bootstrap, interval, part_from_records
+from kdeval.runs import load_run, scope_tasks
 
 if TYPE_CHECKING:
     from kdeval.distill.demo import DemoConfig, DemoResult
@@ -50,7 +50,7 @@ def paired_delta(results: Path, a: str, b: str, scope: str = "overall") -> Delta
     """Paired bootstrap of model b minus model a on `scope`'s primary metrics (mean of families)."""
     run = load_run(results)
     parts = [
-        part_from_records(t["name"], t["family"], m, run.records(a, t["name"]), run.records(b, t["name"]), "")
+        part_from_records(t.name, t.family, m, run.records(a, t.name), run.records(b, t.name), "")
         for t, m in scope_tasks(run, scope, "primary")
     ]
     est = bootstrap(parts)
@@ -60,7 +60,7 @@ def paired_delta(results: Path, a: str, b: str, scope: str = "overall") -> Delta
 
 def task_deltas(results: Path, a: str, b: str) -> list[Delta]:
     run = load_run(results)
-    return [paired_delta(results, a, b, t["name"]) for t in run.result.tasks]
+    return [paired_delta(results, a, b, t.name) for t in run.result.tasks]
 
 
 def verdict(results: Path) -> str:

@@ -154,9 +154,9 @@ def _check_inputs(args: argparse.Namespace, plan: _Plan, *, has_compare: bool) -
 
 def _run_compare(args: argparse.Namespace, plan: _Plan) -> Path:
     """Run gate.yaml's compare: section; its results.json is the candidate run."""
-    from kdeval.gate import load_run
     from kdeval.gate.config import DEFAULT_OUT, precheck, run_compare
     from kdeval.outdir import check_out
+    from kdeval.runs import load_run
 
     assert plan.loaded is not None and plan.loaded.config.compare is not None
     section, where = plan.loaded.config.compare, plan.loaded.where("compare")
@@ -185,8 +185,8 @@ def _write_unusable(args: argparse.Namespace, message: str) -> None:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from kdeval.gate import load_run
     from kdeval.report import leaderboard
+    from kdeval.runs import load_run
 
     rows = leaderboard.build([load_run(p) for p in args.results], args.keep)
     text = leaderboard.render(rows, args.sort, args.keep)

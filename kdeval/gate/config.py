@@ -52,12 +52,12 @@ def precheck(spec: RunSpec, baseline: RunResult, model: str | None, where: str) 
             where=where,
             fix="name the gated model 'distilled', or set model: NAME",
         )
-    from kdeval.gate import IGNORED_SETTINGS
+    from kdeval.runs import IGNORED_SETTINGS
 
-    # Only keys the baseline recorded and RunSpec has: what compare would record differently.
+    # The settings RunSpec has: what compare would record differently.
     differ = [
         f"setting {key} {value!r} (baseline) vs {getattr(spec, key)!r} (compare:)"
-        for key, value in sorted(baseline.settings.items())
+        for key, value in sorted(baseline.settings.values().items())
         if key not in IGNORED_SETTINGS and hasattr(spec, key) and getattr(spec, key) != value
     ]
     if differ:

@@ -40,16 +40,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from kdeval.errors import UserError
 from kdeval.gate.config import CompareSection
 from kdeval.metrics import METRICS
+from kdeval.results import EFFICIENCY
 from kdeval.yamlfile import line_of, read_yaml
 
 Kind = Literal["quality", "ratio", "efficiency"]
 RATIOS = ("retention", "gap_closed", "agreement")
-# figure group -> (key in results.json `efficiency`, its stats, unit, higher is better)
-EFFICIENCY: dict[str, tuple[str, tuple[str, ...], str, bool]] = {
-    "latency": ("latency_ms", ("mean", "p50", "p90", "p99"), "ms", False),
-    "memory": ("memory_mib", ("weights", "kv_cache", "peak"), "MiB", False),
-    "throughput": ("throughput", ("requests_per_s", "tokens_per_s"), "/s", True),
-}
 _RULE = re.compile(
     r"^(?P<path>[A-Za-z0-9_.@\-]+)\s*(?:"
     r":\s*(?P<sign>[+-]?)(?P<amount>\d+(?:\.\d+)?)\s*(?P<unit>[A-Za-z%]*)"

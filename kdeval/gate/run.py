@@ -22,20 +22,20 @@ from typing import Literal
 import numpy as np
 
 from kdeval.errors import UserError
-from kdeval.gate import LoadedRun, differences, load_run, pick_model, scope_tasks
-from kdeval.gate.rules import EFFICIENCY, Floor, Rule, Tolerance
+from kdeval.gate import differences, pick_model
+from kdeval.gate.rules import Floor, Rule, Tolerance
 from kdeval.gate.stats import (
     Estimate,
     Part,
     bootstrap,
     discordant,
-    finalize_mean,
     interval,
     mcnemar_exact,
     p_below,
     part_from_records,
 )
-from kdeval.metrics import mean_row
+from kdeval.metrics import finalize_mean, mean_row
+from kdeval.runs import LoadedRun, load_run, scope_tasks
 
 Status = Literal["pass", "fail", "no data"]
 
@@ -124,11 +124,11 @@ class _Pair:
     ) -> list[Part]:
         return [
             part_from_records(
-                t["name"],
-                t["family"],
+                t.name,
+                t.family,
                 m,
-                run_a.records(ma, t["name"]),
-                run_b.records(mb, t["name"]),
+                run_a.records(ma, t.name),
+                run_b.records(mb, t.name),
                 where=str(run_b.path),
             )
             for t, m in scope_tasks(run_b, scope, metric)
@@ -171,22 +171,20 @@ class _Pair:
     def _agreement_parts(self, teacher: str, scope: str) -> list[Part]:
         parts = []
         for t, _ in scope_tasks(self.cand, scope, "primary"):
-            mine, theirs = self.cand.records(self.mb, t["name"]), self.cand.records(teacher, t["name"])
+            mine, theirs = self.cand.records(self.mb, t.name), self.cand.records(teacher, t.name)
             rows = np.array(
                 [
                     mean_row(float(mine[i].get("answer") == theirs.get(i, {}).get("answer")))
                     for i in sorted(mine)
                 ]
             )
-            parts.append(Part(t["name"], t["family"], finalize_mean, rows, rows, True))
+            parts.append(Part(t.name, t.family, finalize_mean, rows, rows, True))
         return parts
 
     def _efficiency(self, rule: Rule) -> Outcome:
-        key = EFFICIENCY[rule.path.scope][0]
-
         def figure(run: LoadedRun, model: str) -> float | None:
-            value = run.result.efficiency.get(model, {}).get(key, {}).get(rule.path.metric)
-            return float(value) if isinstance(value, int | float) else None
+            fig = run.result.efficiency.get(model)
+            return fig.figure(str(rule.path)) if fig else None
 
         b = figure(self.cand, self.mb)
         if isinstance(rule, Floor):

@@ -8,9 +8,11 @@ student of one run (retention). Both were scored on the same examples, so the te
   match): with no real change the discordant examples split 50/50, so the number the candidate
   newly gets wrong is Binomial(discordant, 1/2). Exact, from `math.comb` (no scipy needed).
 * The paired bootstrap otherwise (Koehn 2004; what sacrebleu's `--paired-bs` does): resample the
-  examples of each task, the same draw for both arms, and recompute the corpus metric from the
+  examples of each task, the same draw for both arms (`kdeval.metrics.resample_sums`, the
+  resampling the report's intervals use too), and recompute the corpus metric from the
   per-example sufficient statistics, so BLEU and chrF are corpus scores, not sentence means. A
-  family or `overall` is the mean over families of the mean over tasks, as in the report.
+  family or `overall` is the mean over families of the mean over tasks (`kdeval.metrics.combine`),
+  as in the report.
 
 All p-values are one-sided, for "the candidate is worse": a gate only asks about drops.
 """
@@ -25,16 +27,12 @@ from typing import Any
 import numpy as np
 
 from kdeval.errors import UserError
-from kdeval.metrics import get_metric
+from kdeval.metrics import combine, finalize_mean, get_metric, resample_sums
 
 Finalize = Callable[[np.ndarray], float]
+#: resamples of the gate's paired bootstrap (the report's intervals use kdeval.aggregate's 1,000)
 N_RESAMPLES = 2000
 SEED = 0
-
-
-def finalize_mean(sums: np.ndarray) -> float:
-    """Corpus value of [value, 1] rows on the 0-100 scale (the fallback when rows were not stored)."""
-    return 100.0 * float(sums[0]) / float(sums[1]) if sums[1] > 0 else float("nan")
 
 
 @dataclass(frozen=True)
@@ -89,19 +87,6 @@ def part_from_records(
     return Part(task, family, finalize_mean, means_a, means_b, False)
 
 
-def combine(values: Sequence[Any], families: Sequence[str]) -> Any:
-    """Mean over families of the mean over each family's tasks (works on floats or arrays).
-
-    >>> combine([80.0, 60.0, 40.0], ["qa", "qa", "math"])
-    55.0
-    """
-    groups: dict[str, list[Any]] = {}
-    for v, f in zip(values, families, strict=True):
-        groups.setdefault(f, []).append(v)
-    means = [sum(vs) / len(vs) for vs in groups.values()]
-    return sum(means) / len(means)
-
-
 @dataclass(frozen=True)
 class Estimate:
     """Both arms' scope values and their bootstrap replicates (the same resamples for both)."""
@@ -130,17 +115,11 @@ def bootstrap(parts: Sequence[Part], n_resamples: int = N_RESAMPLES, seed: int =
 
 
 def _replicates(p: Part, rng: np.random.Generator, n_resamples: int) -> tuple[np.ndarray, np.ndarray]:
-    n = len(p.a)
-    out_a, out_b = np.empty(n_resamples), np.empty(n_resamples)
-    # A resample is a vector of counts (how often each example was drawn); one counts matrix
-    # serves both arms, which is what makes the bootstrap paired. Chunks keep it ~32 MiB.
-    chunk = max(1, min(n_resamples, (1 << 22) // max(n, 1)))
-    for start in range(0, n_resamples, chunk):
-        stop = min(n_resamples, start + chunk)
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=stop - start).astype(np.float64)
-        for rows, out in ((p.a, out_a), (p.b, out_b)):
-            out[start:stop] = [p.finalize(s) for s in counts @ rows]
-    return out_a, out_b
+    sums_a, sums_b = resample_sums([p.a, p.b], n_resamples, rng)  # one draw for both arms: paired
+    return (
+        np.array([p.finalize(s) for s in sums_a], dtype=np.float64),
+        np.array([p.finalize(s) for s in sums_b], dtype=np.float64),
+    )
 
 
 def mcnemar_exact(worse: int, better: int) -> float:

@@ -29,12 +29,12 @@ def render_section(r: RunResult, models: list[str]) -> str:
     ]
     for t in r.tasks:
         for m in models:
-            g = r.gen(m, t["name"])
+            g = r.gen(m, t.name)
             if g is None:
                 continue
-            ref = r.gen(teacher, t["name"]) if teacher and m != teacher else None
+            ref = r.gen(teacher, t.name) if teacher and m != teacher else None
             lines.append(
-                f"| {m} | {t['name']} | {g.n} | {_of(g.thinks, g.n)} | {_of(g.unfinished, g.n)} | "
+                f"| {m} | {t.name} | {g.n} | {_of(g.thinks, g.n)} | {_of(g.unfinished, g.n)} | "
                 f"{_of(g.truncated, g.n)} | {_num(g.thinking_tokens)} | {_num(g.answer_tokens)} | "
                 f"{_num(g.tokens_per_correct)} | {_times(g, ref)} |"
             )
@@ -61,14 +61,14 @@ def _retention_lines(r: RunResult) -> list[str]:
     comp = {(c.name, c.metric): c for c in r.comparisons if c.scope == "task"}
     out = []
     for t in r.tasks:
-        c = comp.get((t["name"], t["primary_metric"]))
-        ratio = cost_ratio(r.gen(distilled, t["name"]), r.gen(teacher, t["name"]))
+        c = comp.get((t.name, t.primary_metric))
+        ratio = cost_ratio(r.gen(distilled, t.name), r.gen(teacher, t.name))
         if c is None or c.retention is None or ratio is None:
             continue
-        think = _thinks(r.gen(distilled, t["name"]), r.gen(teacher, t["name"]))
+        think = _thinks(r.gen(distilled, t.name), r.gen(teacher, t.name))
         out.append(
-            f"- {t['name']}: {distilled} keeps {100 * c.retention:.1f}% of the teacher's "
-            f"{t['primary_metric']} and spends {ratio:.2f}× the teacher's tokens per right answer{think}."
+            f"- {t.name}: {distilled} keeps {100 * c.retention:.1f}% of the teacher's "
+            f"{t.primary_metric} and spends {ratio:.2f}× the teacher's tokens per right answer{think}."
         )
     return out
 

@@ -7,30 +7,29 @@ re-renders stored figures without measuring anything.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdeval.results import RunResult
+from kdeval.results import Figures, ModelRow, RunResult, Workload
 
 PLOT_NAME = "quality_vs_latency.png"
 _ROLE_ORDER = {"teacher": 0, "baseline": 1, "distilled": 2}
 
-Figures = dict[str, Any]
+Efficiency = Mapping[str, Figures]
 
 
 def _get(fig: Figures | None, group: str, key: str) -> float | None:
-    value = (fig or {}).get(group) or {}
-    x = value.get(key) if isinstance(value, dict) else None
-    return float(x) if isinstance(x, int | float) else None
+    return fig.number(group, key) if fig else None
 
 
 def _fmt(x: float | None, spec: str = ".1f") -> str:
     return "—" if x is None else format(x, spec)
 
 
-def _ordered(r: RunResult) -> list[dict[str, Any]]:
-    return sorted(r.models, key=lambda m: _ROLE_ORDER.get(m["role"], 3))
+def _ordered(r: RunResult) -> list[ModelRow]:
+    return sorted(r.models, key=lambda m: _ROLE_ORDER.get(m.role, 3))
 
 
 def overall_quality(r: RunResult, model: str) -> float | None:
@@ -44,7 +43,7 @@ def quality_interval(r: RunResult, model: str) -> tuple[float, float] | None:
         return None
     t = r.tasks[0]
     row = next(
-        (s for s in r.scores if (s.model, s.task, s.metric) == (model, t["name"], t["primary_metric"])), None
+        (s for s in r.scores if (s.model, s.task, s.metric) == (model, t.name, t.primary_metric)), None
     )
     if row is None or row.ci_low is None or row.ci_high is None:
         return None
@@ -81,8 +80,8 @@ def latency_key(r: RunResult) -> tuple[str, str]:
     """Which latency the ratios and the plot compare: the mean latency of a full answer when
     every measured model has it (a model that thinks longer pays for it), else the p50 of a
     fixed number of output tokens."""
-    figs = [f for f in r.efficiency.values() if "error" not in f]
-    if figs and all(f.get("answer_latency_ms") for f in figs):
+    figs = [f for f in r.efficiency.values() if f.error is None]
+    if figs and all(f.answer_latency_ms for f in figs):
         return "answer_latency_ms", "mean"
     return "latency_ms", "p50"
 
@@ -131,26 +130,30 @@ _MODEL_HEAD = [
 
 def _spread(fig: Figures) -> str:
     """(max - min) / median over repeats of latency p50 and output tokens/s; ⚠ when noisy."""
-    reps = fig.get("repeats") or {}
     cells = []
     for key in ("latency_p50_ms", "output_tokens_per_s"):
-        s = reps.get(key) or {}
-        cells.append(f"{100 * (s['max'] - s['min']) / s['median']:.0f}%" if s.get("median") else "—")
-    return " / ".join(cells) + (" ⚠" if fig.get("noisy") else "")
+        s = (getattr(fig.repeats, key) if fig.repeats else None) or {}
+        low, median, high = s.get("min"), s.get("median"), s.get("max")
+        if low is None or high is None or not median:
+            cells.append("—")
+        else:
+            cells.append(f"{100 * (high - low) / median:.0f}%")
+    return " / ".join(cells) + (" ⚠" if fig.noisy else "")
 
 
 def _model_row(name: str, fig: Figures | None, quality: float | None) -> list[str]:
     q = _fmt(quality)
-    if not fig or "error" in fig:
-        cells = ["not measured" if not fig else f"error: {str(fig['error'])[:80]}"] + ["—"] * 12
+    error = fig.error if fig else None
+    if fig is None or error is not None:
+        cells = [f"error: {error[:80]}" if error is not None else "not measured"] + ["—"] * 12
         return [name, *cells, q]
     lat = (
         "—"
         if _get(fig, "latency_ms", "p50") is None
         else " / ".join(_fmt(_get(fig, "latency_ms", k)) for k in ("p50", "p90", "p99"))
     )
-    params = fig.get("n_params")
-    unknown = "remote" if fig.get("remote") else "—"  # a server's memory is not measurable here
+    params = fig.n_params
+    unknown = "remote" if fig.remote else "—"  # a server's memory is not measurable here
 
     def cell(x: float | None, spec: str = ".1f") -> str:
         return unknown if x is None else format(x, spec)
@@ -161,7 +164,7 @@ def _model_row(name: str, fig: Figures | None, quality: float | None) -> list[st
         cell(_get(fig, "memory_mib", "weights")),
         cell(_get(fig, "memory_mib", "peak")),
         cell(_get(fig, "memory_mib", "kv_cache")),
-        cell(fig.get("startup_s")),
+        cell(None if fig.startup_s is None else float(fig.startup_s)),
         lat,
         _spread(fig),
         _fmt(_get(fig, "ttft_ms", "p50"), ".2f"),
@@ -183,11 +186,15 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join("| " + " | ".join(row) + " |" for row in [rows[0], ["---"] * len(rows[0]), *rows[1:]])
 
 
-def model_table(r: RunResult, quality: bool = True) -> str:
-    """One row per model; `quality` adds the overall score (absent from `kdeval bench`)."""
-    rows = [_MODEL_HEAD]
-    for m in _ordered(r):
-        rows.append(_model_row(m["name"], r.efficiency.get(m["name"]), overall_quality(r, m["name"])))
+def model_table(r: RunResult) -> str:
+    """One row per model with its figures and overall quality."""
+    models = [(m.name, r.efficiency.get(m.name), overall_quality(r, m.name)) for m in _ordered(r)]
+    return _model_table(models)
+
+
+def _model_table(models: list[tuple[str, Figures | None, float | None]], quality: bool = True) -> str:
+    """`quality` adds the overall score (absent from `kdeval bench`)."""
+    rows = [_MODEL_HEAD, *(_model_row(name, fig, q) for name, fig, q in models)]
     return _table(rows if quality else [row[:-1] for row in rows])
 
 
@@ -241,7 +248,8 @@ def render_section(r: RunResult) -> str:
     lines = ["## Cost", ""]
     if not r.efficiency:
         return "\n".join(lines + ["Not measured in this run (`--no-efficiency`).", ""])
-    lines += [_method_line(r) + " Quality = overall score from the quality table.", "", model_table(r), ""]
+    method = _method_line(r.efficiency) + " Quality = overall score from the quality table."
+    lines += [method, "", model_table(r), ""]
     d = r.role("distilled")
     if d and d in r.efficiency:
         teacher = r.role("teacher")
@@ -257,18 +265,22 @@ def render_section(r: RunResult) -> str:
             "the run has a single task.",
             "",
         ]
-    notes = _notes(r)
+    notes = _notes(r.efficiency)
     return "\n".join(lines + [f"- {n}" for n in notes] + ([""] if notes else []))
 
 
-def _method_line(r: RunResult) -> str:
-    fig = next((f for f in r.efficiency.values() if "error" not in f), {})
-    w, v = fig.get("workload") or {}, fig.get("versions") or {}
+def _method_line(efficiency: Efficiency) -> str:
+    fig = next((f for f in efficiency.values() if f.error is None), Figures())
+    w, v = fig.workload or Workload(), fig.versions or {}
+
+    def known(x: object) -> object:
+        return "?" if x is None else x
+
     return (
-        f"Measured on {fig.get('device', '?')} with `{fig.get('backend', '?')}` in its own phase: "
-        f"{w.get('latency_requests', '?')} batch-1 requests × {(fig.get('repeats') or {}).get('n', '?')} "
-        f"repeats after {w.get('warmup', '?')} warm-up for latency, {w.get('throughput_requests', '?')} "
-        f"requests at once for throughput, {w.get('output_len', '?')} output tokens per request "
+        f"Measured on {known(fig.device)} with `{known(fig.backend)}` in its own phase: "
+        f"{known(w.latency_requests)} batch-1 requests × {known(fig.repeats and fig.repeats.n)} "
+        f"repeats after {known(w.warmup)} warm-up for latency, {known(w.throughput_requests)} "
+        f"requests at once for throughput, {known(w.output_len)} output tokens per request "
         f"(EOS ignored){_answers_method(fig)}. vllm {v.get('vllm') or '—'}, torch {v.get('torch')}, "
         f"transformers {v.get('transformers')}."
     )
@@ -291,31 +303,26 @@ def _x_label(r: RunResult) -> str:
     return "latency p50 per request (ms, batch 1)"
 
 
-def _notes(r: RunResult) -> list[str]:
+def _notes(efficiency: Efficiency) -> list[str]:
     notes: list[str] = []
-    devices = {f.get("device") for f in r.efficiency.values() if "error" not in f}
+    devices = {f.device for f in efficiency.values() if f.error is None}
     if len(devices) > 1:
         notes.append(f"⚠ models were measured on different devices ({', '.join(map(str, devices))})")
-    for name, fig in r.efficiency.items():
-        notes += [f"⚠ {name}: {w}" for w in fig.get("warnings", [])]
-        notes += [n for n in fig.get("notes", []) if n not in notes]
-        load = (fig.get("machine") or {}).get("load_average")
-        if fig.get("noisy") and load:
-            notes.append(
-                f"{name}: load average {load[0]} on {fig['machine'].get('cores')} cores when measured"
-            )
+    for name, fig in efficiency.items():
+        notes += [f"⚠ {name}: {w}" for w in fig.warnings]
+        notes += [n for n in fig.notes if n not in notes]
+        load = fig.machine.load_average if fig.machine else None
+        if fig.noisy and load and fig.machine:
+            notes.append(f"{name}: load average {load[0]} on {fig.machine.cores} cores when measured")
     return list(dict.fromkeys(notes))
 
 
-def bench_markdown(name: str, fig: Figures) -> str:
+def bench_markdown(name: str, figures: dict[str, Any]) -> str:
     """`kdeval bench`'s report: one model's row and the notes."""
-    from kdeval.results import RunResult
-
-    r = RunResult("", "", [], {}, [{"name": name, "role": "other"}], [], [], [], efficiency={name: fig})
-    notes = [f"- {n}" for n in _notes(r)]
-    return "\n".join(
-        ["# kdeval bench", "", _method_line(r), "", model_table(r, quality=False), "", *notes, ""]
-    )
+    efficiency = {name: Figures.model_validate(figures)}
+    notes = [f"- {n}" for n in _notes(efficiency)]
+    table = _model_table([(name, efficiency[name], None)], quality=False)
+    return "\n".join(["# kdeval bench", "", _method_line(efficiency), "", table, "", *notes, ""])
 
 
 # -- the plot ----------------------------------------------------------------------------------
@@ -325,14 +332,15 @@ def _points(r: RunResult) -> list[tuple[str, float, float, tuple[float, float], 
     """(name, latency p50, quality, latency error (below, above), quality interval) per model."""
     out = []
     for m in _ordered(r):
-        fig, q = r.efficiency.get(m["name"]), overall_quality(r, m["name"])
+        fig, q = r.efficiency.get(m.name), overall_quality(r, m.name)
         group, key = latency_key(r)
         p50 = _get(fig, group, key)
         if p50 is None or q is None:
             continue
-        rep = ((fig or {}).get("repeats") or {}).get("latency_p50_ms") or {} if group == "latency_ms" else {}
-        err = (max(0.0, p50 - rep.get("min", p50)), max(0.0, rep.get("max", p50) - p50))
-        out.append((m["name"], p50, q, err, quality_interval(r, m["name"])))
+        spread = fig.repeats.latency_p50_ms if fig and fig.repeats and group == "latency_ms" else None
+        low, high = (spread or {}).get("min"), (spread or {}).get("max")
+        low, high = p50 if low is None else float(low), p50 if high is None else float(high)
+        out.append((m.name, p50, q, (max(0.0, p50 - low), max(0.0, high - p50)), quality_interval(r, m.name)))
     return out
 
 

@@ -8,23 +8,29 @@ ties broken by name and fingerprint, runs numbered oldest first, and no "generat
 Columns: rank, model, checkpoint, parameters, one per family (mean of its tasks' primary
 metrics), overall (mean of the families), retention (overall ÷ the same run's teacher overall),
 the sort key when it is none of these, latency p50 and peak memory when a run measured them
-(`efficiency`, see `kdeval.gate`), the run's date and a reference to the run list below the table.
+(`efficiency`), the run's date and a reference to the run list below the table.
+
+Only rows of comparable runs are ranked together: the newest run is the reference, and a run
+whose settings or tasks differ from it (another limit, suite version, data, prompts, budget;
+`kdeval.runs.run_differences`, the gate's notion) has its rows listed after the ranked ones,
+unranked and marked ≠, with what differs under the table.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import Literal
 
 from kdeval.errors import UserError
-from kdeval.gate import LoadedRun
-from kdeval.gate.rules import EFFICIENCY
-from kdeval.gate.stats import combine
-from kdeval.metrics import METRICS
+from kdeval.metrics import METRICS, combine
+from kdeval.results import EFFICIENCY, Figures
+from kdeval.runs import LoadedRun, run_differences
 
 Keep = Literal["newest", "last"]
 _NONE = "—"
+_MARK = "≠"
+_SHOWN = 6  # differences listed per run not ranked
 
 
 @dataclass(frozen=True)
@@ -38,9 +44,11 @@ class Row:
     retention: float | None
     scores: dict[tuple[str, str], float]  # (task, metric) -> score
     tasks: dict[str, tuple[str, str]]  # task -> (family, primary metric)
-    efficiency: dict[str, Any]
+    efficiency: Figures | None
     run: LoadedRun
     order: int  # position of the run on the command line
+    #: why this row's run is not comparable with the reference run (empty: it is, and is ranked)
+    differs: tuple[str, ...] = ()
 
     @property
     def created(self) -> dt.datetime:
@@ -48,24 +56,28 @@ class Row:
 
 
 def _when(run: LoadedRun) -> dt.datetime:
-    try:
-        when = dt.datetime.fromisoformat(run.result.created_at)
-    except ValueError:
-        raise UserError(
-            "bad created_at timestamp", where=str(run.path), fix="re-run kdeval compare"
-        ) from None
+    when = dt.datetime.fromisoformat(run.result.created_at)  # checked when the file was read
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def build(runs: list[LoadedRun], keep: Keep = "newest") -> list[Row]:
-    """One row per fingerprint, in no particular order (`render` sorts)."""
+    """One row per fingerprint, in no particular order (`render` sorts); rows of runs not
+    comparable with the newest run say why in `differs`."""
     rows: dict[str, Row] = {}
     for order, run in enumerate(runs):
         for row in _rows(run, order):
             old = rows.get(row.fingerprint)
             if old is None or keep == "last" or row.created >= old.created:
                 rows[row.fingerprint] = row  # on equal dates the later file wins
-    return list(rows.values())
+    if not rows:
+        return []
+    reference = max(rows.values(), key=lambda r: (r.created, r.order)).run
+    runs_shown = {id(r.run): r.run for r in rows.values()}
+    differs = {
+        key: tuple(run_differences(reference, run, labels=("newest run", "this run")))
+        for key, run in runs_shown.items()
+    }
+    return [replace(r, differs=differs[id(r.run)]) for r in rows.values()]
 
 
 def _rows(run: LoadedRun, order: int) -> list[Row]:
@@ -73,26 +85,26 @@ def _rows(run: LoadedRun, order: int) -> list[Row]:
     summary = {(s.model, s.scope, s.name): s.value for s in r.summary}
     teacher = r.role("teacher")
     t_overall = summary.get((teacher, "overall", "overall")) if teacher else None
-    tasks = {t["name"]: (t["family"], t["primary_metric"]) for t in r.tasks}
+    tasks = {t.name: (t.family, t.primary_metric) for t in r.tasks}
     out = []
     for m in r.models:
-        name = m["name"]
+        name = m.name
         overall = summary.get((name, "overall", "overall"))
         retention = overall / t_overall if overall is not None and t_overall and name != teacher else None
         scores = {(s.task, s.metric): s.value for s in r.scores if s.model == name and s.value is not None}
         families = {k[2]: v for k, v in summary.items() if k[:2] == (name, "family")}
         out.append(
             Row(
-                m["fingerprint"],
+                m.fingerprint,
                 name,
-                str(m.get("path", "")),
-                m.get("n_params"),
+                m.path,
+                m.n_params,
                 families,
                 overall,
                 retention,
                 scores,
                 tasks,
-                r.efficiency.get(name, {}),
+                r.efficiency.get(name),
                 run,
                 order,
             )
@@ -113,8 +125,7 @@ def sort_value(row: Row, key: str) -> float | None:
         return row.families[key]
     group, _, stat = key.partition(".")
     if group in EFFICIENCY:
-        value = row.efficiency.get(EFFICIENCY[group][0], {}).get(stat)
-        return float(value) if isinstance(value, int | float) else None
+        return row.efficiency.figure(key) if row.efficiency else None
     if not stat:  # a bare name: a task's primary metric, or a metric over all tasks
         group, stat = ("overall", group) if group in METRICS else (group, "primary")
     scope, metric = group, stat
@@ -145,19 +156,20 @@ def _lower_is_better(key: str) -> bool:
 
 
 def ranked(rows: list[Row], key: str = "overall") -> list[tuple[int | None, Row]]:
-    """Rows best first with competition ranks (1, 2, 2, 4); rows without the value come last."""
+    """Rows best first with competition ranks (1, 2, 2, 4); rows without the value come last,
+    and after them, unranked, the rows of runs not comparable with the reference run."""
     _check_key(rows, key)
     sign = 1.0 if _lower_is_better(key) else -1.0
 
-    def order(row: Row) -> tuple[int, float, str, str]:
+    def order(row: Row) -> tuple[bool, bool, float, str, str]:
         v = sort_value(row, key)
-        return (v is None, sign * v if v is not None else 0.0, row.name, row.fingerprint)
+        return (bool(row.differs), v is None, sign * v if v is not None else 0.0, row.name, row.fingerprint)
 
     out: list[tuple[int | None, Row]] = []
     previous: float | None = None
     for i, row in enumerate(sorted(rows, key=order)):
         v = sort_value(row, key)
-        if v is None:
+        if v is None or row.differs:
             out.append((None, row))
             continue
         rank = out[-1][0] if out and previous is not None and round(v, 9) == round(previous, 9) else i + 1
@@ -187,7 +199,11 @@ def render(rows: list[Row], sort: str = "overall", keep: Keep = "newest") -> str
     head += ["date", "run", "fingerprint"]
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(_align(h) for h in head) + " |"]
     for rank, r in ordered:
-        cells = [str(rank) if rank else _NONE, r.name, f"`{r.path}`" if r.path else _NONE]
+        cells = [
+            str(rank) if rank else _MARK if r.differs else _NONE,
+            r.name,
+            f"`{r.path}`" if r.path else _NONE,
+        ]
         cells.append(f"{r.n_params:,}" if r.n_params else _NONE)
         cells += [_num(r.families.get(f), ".1f") for f in fams]
         cells += [_num(r.overall, ".1f"), _num(None if r.retention is None else 100 * r.retention, ".1f")]
@@ -198,9 +214,37 @@ def render(rows: list[Row], sort: str = "overall", keep: Keep = "newest") -> str
         ] * mem
         cells += [r.created.date().isoformat(), f"[{ref[id(r.run)]}]", f"`{r.fingerprint[:12]}`"]
         lines.append("| " + " | ".join(cells) + " |")
+    apart = _apart(rows, ref)
     return "\n".join(
-        [*_preamble(sort, keep), *lines, "", "Runs:", "", *(_run_line(ref[id(x)], x) for x in runs), ""]
+        [
+            *_preamble(sort, keep),
+            *lines,
+            *apart,
+            "",
+            "Runs:",
+            "",
+            *(_run_line(ref[id(x)], x) for x in runs),
+            "",
+        ]
     )
+
+
+def _apart(rows: list[Row], ref: dict[int, int]) -> list[str]:
+    """Under the table: which runs were not ranked with the rest, and what differs."""
+    differs = {id(r.run): r for r in rows if r.differs}
+    if not differs:
+        return []
+    newest = next(ref[id(r.run)] for r in rows if not r.differs)
+    lines = [
+        "",
+        f"{_MARK} not ranked: these runs are not comparable with run [{newest}], the newest "
+        "(scores made under other settings or on other tasks do not rank together):",
+        "",
+    ]
+    for r in sorted(differs.values(), key=lambda r: ref[id(r.run)]):
+        shown, more = r.differs[:_SHOWN], len(r.differs) - _SHOWN
+        lines.append(f"- [{ref[id(r.run)]}]: {'; '.join(shown)}" + (f"; and {more} more" if more > 0 else ""))
+    return lines
 
 
 def _align(column: str) -> str:

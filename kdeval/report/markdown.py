@@ -3,11 +3,9 @@ gap closed and agreement of the distilled student against the teacher."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from kdeval.report.answers import render_section as answers_section
 from kdeval.report.cost import render_section as cost_section
-from kdeval.results import Comparison, RunResult
+from kdeval.results import Comparison, ModelRow, RunResult, TaskRow
 
 FOOTNOTES = {
     "no-teacher": "no teacher in this run, so retention and gap closed cannot be computed",
@@ -47,26 +45,24 @@ def render(r: RunResult) -> str:
 
 
 def ordered_models(r: RunResult) -> list[str]:
-    ms = sorted(enumerate(r.models), key=lambda im: (ROLE_ORDER.get(im[1]["role"], 3), im[0]))
-    return [m["name"] for _, m in ms]
+    ms = sorted(enumerate(r.models), key=lambda im: (ROLE_ORDER.get(im[1].role, 3), im[0]))
+    return [m.name for _, m in ms]
 
 
 def _run_line(r: RunResult) -> str:
     s = r.settings
-    decoding = (
-        "greedy" if s.get("temperature", 0) == 0 else f"temperature {s['temperature']}, top-p {s['top_p']}"
-    )
-    limit = f", first {s['limit']} examples per task" if s.get("limit") else ""
-    samples = f" · {s['samples']} samples per example" if s.get("samples", 1) > 1 else ""
-    budgets = s.get("max_tokens") or {}
+    decoding = "greedy" if s.temperature == 0 else f"temperature {s.temperature}, top-p {s.top_p}"
+    limit = f", first {s.limit} examples per task" if s.limit else ""
+    samples = f" · {s.samples} samples per example" if s.samples > 1 else ""
+    budgets = s.max_tokens
     budget = (
         " · max tokens " + ", ".join(f"{v}" if k == "*" else f"{k}={v}" for k, v in budgets.items())
         if budgets
         else ""
     )
     return (
-        f"Run {r.created_at} · backend `{s.get('backend')}` · {decoding}{samples}{budget} · "
-        f"seed {s.get('seed')} · dtype {s.get('dtype')}{limit} · kdeval {r.kdeval_version}"
+        f"Run {r.created_at} · backend `{s.backend}` · {decoding}{samples}{budget} · "
+        f"seed {s.seed} · dtype {s.dtype}{limit} · kdeval {r.kdeval_version}"
     )
 
 
@@ -108,16 +104,16 @@ def _quality_table(r: RunResult, models: list[str], used: list[str]) -> str:
     comp = {(c.scope, c.name, c.metric): c for c in r.comparisons}
     score = {(s.model, s.task, s.metric): s for s in r.scores}
     for t in r.tasks:
-        for metric in t["metrics"]:
-            found = [score.get((m, t["name"], metric)) for m in models]
+        for metric in t.metrics:
+            found = [score.get((m, t.name, metric)) for m in models]
             cells = [_cell(s.value, s.ci_low, s.ci_high) if s else "—" for s in found]
             rows.append(
                 [
-                    t["family"],
-                    t["name"],
+                    t.family,
+                    t.name,
                     _metric_label(t, metric),
                     *cells,
-                    *_ratio_cells(comp[("task", t["name"], metric)], used),
+                    *_ratio_cells(comp[("task", t.name, metric)], used),
                 ]
             )
     summary = {(s.model, s.scope, s.name): s.value for s in r.summary}
@@ -138,9 +134,9 @@ def _quality_table(r: RunResult, models: list[str], used: list[str]) -> str:
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
-def _metric_label(task: dict[str, Any], metric: str) -> str:
+def _metric_label(task: TaskRow, metric: str) -> str:
     """A sampled task's own metrics are means over its samples: say so (mean@N)."""
-    n = task.get("samples", 1)
+    n = task.samples
     return f"{metric} (mean@{n})" if n > 1 and "@" not in metric else metric
 
 
@@ -150,34 +146,32 @@ def _models_table(r: RunResult) -> str:
         "| fingerprint |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for m in sorted(r.models, key=lambda m: ROLE_ORDER.get(m["role"], 3)):
-        remote = bool(m.get("remote"))
-        params = f"{m['n_params']:,}" if m.get("n_params") else "remote" if remote else "—"
-        chat = {True: "yes", False: "no"}.get(m.get("chat_template"), "—")  # type: ignore[arg-type]
+    for m in sorted(r.models, key=lambda m: ROLE_ORDER.get(m.role, 3)):
+        params = f"{m.n_params:,}" if m.n_params else "remote" if m.remote else "—"
+        chat = "—" if m.chat_template is None else "yes" if m.chat_template else "no"
         rows.append(
-            f"| {m['name']} | {m['role']} | {_backend_cell(m)} | {_path_cell(m)} | {m.get('dtype') or '—'} | "
-            f"{params} | {chat} | {m.get('computed', 0)} / {m.get('reused', 0)} | `{m['fingerprint']}` |"
+            f"| {m.name} | {m.role} | {_backend_cell(m)} | {_path_cell(m)} | {m.dtype or '—'} | "
+            f"{params} | {chat} | {m.computed} / {m.reused} | `{m.fingerprint}` |"
         )
     return "\n".join(rows)
 
 
-def _backend_cell(m: dict[str, Any]) -> str:
+def _backend_cell(m: ModelRow) -> str:
     """The backend and the options that shape the run (the server's address is in the path)."""
-    opts = m.get("options") or {}
-    shown = {k: v for k, v in opts.items() if k not in _QUIET_OPTIONS and v not in (None, {}, "")}
+    shown = {k: v for k, v in m.options.items() if k not in _QUIET_OPTIONS and v not in (None, {}, "")}
     extra = ", ".join(f"{k}={v}" for k, v in sorted(shown.items()))
-    return f"`{m.get('backend', '?')}`" + (f" ({extra})" if extra else "")
+    return f"`{m.backend}`" + (f" ({extra})" if extra else "")
 
 
 #: Options not worth a report cell: the address is in the path; defaults of the openai backend.
 _QUIET_OPTIONS = {"base_url", "server", "endpoint", "max_retries", "timeout"}
 
 
-def _path_cell(m: dict[str, Any]) -> str:
-    if not m.get("remote"):
-        return f"`{m['path']}`"
-    served = (m.get("server") or {}).get("model")
-    return f"remote: `{m['path']}`" + (f" serving `{served}`" if served else "")
+def _path_cell(m: ModelRow) -> str:
+    if not m.remote:
+        return f"`{m.path}`"
+    served = (m.server or {}).get("model")
+    return f"remote: `{m.path}`" + (f" serving `{served}`" if served else "")
 
 
 def _tasks_table(r: RunResult) -> str:
@@ -186,9 +180,8 @@ def _tasks_table(r: RunResult) -> str:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for t in r.tasks:
-        data = f"`{t['data_file']}`" if t.get("data_file") else "shipped"
+        data = f"`{t.data_file}`" if t.data_file else "shipped"
         rows.append(
-            f"| {t['name']} | {t['family']} | {t['suite']} | {t['version']} | {t['task_type']} | "
-            f"{t['n_examples']} | {data} |"
+            f"| {t.name} | {t.family} | {t.suite} | {t.version} | {t.task_type} | {t.n_examples} | {data} |"
         )
     return "\n".join(rows)
