@@ -2,11 +2,18 @@
 
 Scoring is cheap and pure, so it runs after generation from the stored outputs; this is also
 what lets a task score a student against the teacher's answer (conversation without references).
+
+Every model of a task is scored on the same examples: an example that some model cannot be
+scored on (no reference, and the teacher is never scored against itself; an empty teacher answer
+where it is the reference) is dropped for all of them, so retention, gap closed, agreement and
+the gate's paired tests compare like with like. Its per-example records stay, marked `excluded`
+with the reason, and the task entry of results.json counts what was dropped and why.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,10 +32,13 @@ N_RESAMPLES = 1000
 
 @dataclass
 class TaskScores:
-    """One model on one task: metric rows, normalized answers and the per-sample records."""
+    """One model on one task: metric rows and normalized answers by example id, and the
+    per-sample records."""
 
-    rows: dict[str, list[list[float]]] = field(default_factory=dict)
+    rows: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     answers: dict[str, str] = field(default_factory=dict)
+    #: example id -> why this model could not be scored on it
+    unscored: dict[str, str] = field(default_factory=dict)
     records: list[dict[str, Any]] = field(default_factory=list)
     #: per generation (every sample, every stage): what the cost of thinking is counted from
     outputs: list[Output] = field(default_factory=list)
@@ -48,23 +58,27 @@ def score_model(lt: LoadedTask, mo: ModelOutputs, teacher: ModelOutputs | None) 
     task = lt.task
     chains_of = mo.samples[task.name]
     n = max((len(c) for c in chains_of.values()), default=1)
-    ts = TaskScores({m: [] for m in task_metrics(task, n)})
+    ts = TaskScores({m: {} for m in task_metrics(task, n)})
     binary = get_metric(task.primary_metric).binary
     ts.correct = 0.0 if binary else None
     t_outs = teacher.outputs[task.name] if teacher is not None and teacher is not mo else None
     for ex in lt.examples:
         chains = chains_of[ex.id]
         scored = [task.score(ex, chain, t_outs[ex.id] if t_outs else None) for chain in chains]
-        rows = _mean_rows([s.stats for s in scored])
         first = scored[0]
+        unscored = next((s for s in scored if not s.stats), None)
+        rows = {} if unscored else _mean_rows([s.stats for s in scored])
         answer = first.answer
-        if len(chains) > 1:
+        if unscored:
+            ts.unscored[ex.id] = unscored.why or "not scored"
+            answer = majority([s.answer for s in scored])[0] if len(chains) > 1 else answer
+        elif len(chains) > 1:
             answer, rows = _sampled(task, scored, rows)
         for metric, row in rows.items():
-            ts.rows.setdefault(metric, []).append(row)
+            ts.rows.setdefault(metric, {})[ex.id] = row
         ts.answers[ex.id] = answer
         ts.outputs += [o for chain in chains for o in chain if not o.choice_logprobs]
-        if ts.correct is not None:
+        if ts.correct is not None and not unscored:
             ts.correct += sum(
                 get_metric(task.primary_metric).example(s.stats[task.primary_metric]) / 100 for s in scored
             )
@@ -190,6 +204,8 @@ class Aggregated:
     generation: list[GenerationRow] = field(default_factory=list)
     #: task name -> the metrics it reports (its own, plus pass@k / maj@N when sampled)
     metrics: dict[str, list[str]] = field(default_factory=dict)
+    #: task name -> why examples were dropped for every model -> how many (tasks that dropped any)
+    dropped: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def aggregate(
@@ -202,24 +218,52 @@ def aggregate(
     scores, agreement, sample_files = agg.scores, agg.agreement, agg.samples
     for lt in tasks:
         per_model = {mo.name: score_model(lt, mo, teacher) for mo in models}
+        common, excluded = common_examples([ex.id for ex in lt.examples], list(per_model.values()))
+        if excluded:
+            agg.dropped[lt.task.name] = dict(Counter(excluded.values()))
         for mo in models:
             ts = per_model[mo.name]
             names = list(ts.rows)
             agg.metrics[lt.task.name] = max(agg.metrics.get(lt.task.name, []), names, key=len)
-            scores += [metric_row(mo.name, lt.task.name, m, ts.rows.get(m, []), seed) for m in names]
+            scores += [
+                metric_row(mo.name, lt.task.name, m, [ts.rows[m][i] for i in common if i in ts.rows[m]], seed)
+                for m in names
+            ]
             gen = generation_row(mo.name, lt.task.name, ts)
             if gen is not None:
                 agg.generation.append(gen)
             if teacher is not None and mo is not teacher:
                 agreement.append(
                     agreement_row(
-                        mo.name, teacher.name, lt.task.name, ts.answers, per_model[teacher.name].answers, seed
+                        mo.name,
+                        teacher.name,
+                        lt.task.name,
+                        {i: ts.answers[i] for i in common},
+                        per_model[teacher.name].answers,
+                        seed,
                     )
                 )
             rel = f"samples/{mo.name}/{lt.task.name}.jsonl"
-            _write_records(samples_dir.parent / rel, ts.records)
+            records = [{**r, "excluded": excluded[r["id"]]} if r["id"] in excluded else r for r in ts.records]
+            _write_records(samples_dir.parent / rel, records)
             sample_files[f"{mo.name}/{lt.task.name}"] = rel
     return agg
+
+
+def common_examples(ids: list[str], models: list[TaskScores]) -> tuple[list[str], dict[str, str]]:
+    """The examples every model could be scored on, in data order, and the others with why
+    (the reason of the first model, in run order, that could not be scored on it).
+
+    >>> a, b = TaskScores(unscored={"x": "no reference answer"}), TaskScores(unscored={"y": "empty"})
+    >>> common_examples(["x", "y", "z"], [a, b])
+    (['z'], {'x': 'no reference answer', 'y': 'empty'})
+    """
+    excluded: dict[str, str] = {}
+    for i in ids:
+        why = next((ts.unscored[i] for ts in models if i in ts.unscored), None)
+        if why is not None:
+            excluded[i] = why
+    return [i for i in ids if i not in excluded], excluded
 
 
 def _write_records(path: Path, records: list[dict[str, Any]]) -> None:

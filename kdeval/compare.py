@@ -86,7 +86,8 @@ def _run(
         settings=RunSettings.model_validate(_settings(spec)),
         models=[ModelRow.model_validate(_model_entry(m)) for m in models],
         tasks=[
-            TaskRow.model_validate(_task_entry(lt, catalog, spec, agg.metrics[lt.task.name])) for lt in tasks
+            TaskRow.model_validate(_task_entry(lt, catalog, spec, agg.metrics[lt.task.name], agg.dropped))
+            for lt in tasks
         ],
         scores=agg.scores,
         agreement=agg.agreement,
@@ -172,8 +173,11 @@ def _model_entry(mo: ModelOutputs) -> dict[str, object]:
     }
 
 
-def _task_entry(lt: LoadedTask, catalog: Catalog, spec: RunSpec, metrics: list[str]) -> dict[str, object]:
+def _task_entry(
+    lt: LoadedTask, catalog: Catalog, spec: RunSpec, metrics: list[str], dropped: dict[str, dict[str, int]]
+) -> dict[str, object]:
     t = lt.task
+    why = dropped.get(t.name, {})
     generate = t.task_type == "generate"
     budget = spec.max_tokens.get(t.name, spec.max_tokens.get("*"))  # None: the task's own
     return {
@@ -188,6 +192,8 @@ def _task_entry(lt: LoadedTask, catalog: Catalog, spec: RunSpec, metrics: list[s
         **({"max_tokens": budget} if generate and budget is not None else {}),
         **({"samples": n_samples(spec, t)} if n_samples(spec, t) > 1 else {}),
         "n_examples": len(lt.examples),
+        # examples some model could not be scored on are dropped for all (kdeval.aggregate)
+        **({"compared": len(lt.examples) - sum(why.values()), "dropped": why} if why else {}),
         "data_file": lt.data_file,
         "data_hash": lt.data_hash,
         "prompt_hash": lt.prompt_hash,

@@ -164,6 +164,10 @@ class TaskRow(_Entry):
     #: answers per example; written only when above 1
     samples: int = 1
     n_examples: int
+    #: examples every model was scored on (what retention, gap closed and agreement compare) and
+    #: why the others were dropped for every model -> how many; written only when any was dropped
+    compared: int | None = None
+    dropped: dict[str, int] = Field(default_factory=dict)
     data_file: str | None
     data_hash: str
     prompt_hash: str

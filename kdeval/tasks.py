@@ -105,12 +105,15 @@ class Scored:
     answer:     the model's answer after the task's normalization; two models *agree* on an
                 example when their answers are equal.
     references: what the answer was compared with (shown in the per-sample records).
-    stats:      metric name -> sufficient statistics row for that metric (kdeval.metrics).
+    stats:      metric name -> sufficient statistics row for that metric (kdeval.metrics);
+                empty when the example cannot be scored for this model.
+    why:        with empty stats, why not (shown in the report's count of dropped examples).
     """
 
     answer: str
     references: list[str]
     stats: dict[str, list[float]]
+    why: str | None = None
 
 
 class Task(ABC):

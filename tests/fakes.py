@@ -26,6 +26,7 @@ from kdeval.tasks import (
     Task,
     user_turn,
 )
+from kdeval_suites.conversation.tasks import TwoTurnTask
 
 
 def fake_checkpoint(d: Path, payload: str, config: dict[str, Any] | None = None) -> str:
@@ -84,6 +85,22 @@ class ToyChat(Task):
         return Scored(hyp, [example.data["ref"]], {"chrf": METRICS["chrf"].stats(hyp, [example.data["ref"]])})
 
 
+class ToyTeacherRef(TwoTurnTask):
+    """Two turns scored against the teacher's answers where the data has no reference
+    (`needs_teacher`, as mt_bench): every fourth example has none."""
+
+    name, family, needs_teacher, offline, max_tokens = "toy_ref", "toy", True, True, 8
+
+    def load(self, path: Path | None) -> list[Example]:
+        def refs(i: int) -> list[list[str]]:
+            return [[], []] if i % 4 == 0 else [[f"number {i}"], [f"number {i}"]]
+
+        return [
+            Example(f"r{i}", {"turns": [f"say {i}", f"repeat {i} please"], "references": refs(i)})
+            for i in range(12)
+        ]
+
+
 def toy_catalog() -> Catalog:
     return Catalog({"toy": Suite("toy", "toy", "toy tasks for tests", [ToyChoice(), ToyChat()])})
 
@@ -115,6 +132,8 @@ class ScriptedBackend:
             right = n % 2 if (self.good or n % 3) else 1 - n % 2
             return Output(prompt=prompt, choice_logprobs=[-1.0 if j == right else -2.0 for j in range(2)])
         n = prompt.split()[1]
+        if "mute" in self.path and int(n) % 3 == 0:  # a teacher that answers nothing sometimes
+            return Output(prompt=prompt, text="")
         return Output(prompt=prompt, text=f"number {n}" if self.good or int(n) % 2 else "no idea")
 
     def close(self) -> None:

@@ -33,6 +33,7 @@ from kdeval.gate.stats import (
     mcnemar_exact,
     p_below,
     part_from_records,
+    scored,
 )
 from kdeval.metrics import finalize_mean, mean_row
 from kdeval.runs import LoadedRun, load_run, scope_tasks
@@ -176,6 +177,7 @@ class _Pair:
                 [
                     mean_row(float(mine[i].get("answer") == theirs.get(i, {}).get("answer")))
                     for i in sorted(mine)
+                    if scored(mine[i]) and scored(theirs.get(i, {}))
                 ]
             )
             parts.append(Part(t.name, t.family, finalize_mean, rows, rows, True))

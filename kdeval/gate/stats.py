@@ -64,7 +64,11 @@ def part_from_records(
     where: str,
 ) -> Part:
     """Pair two arms' per-example records by id. Uses the stored sufficient statistics
-    (`record["rows"]`) when both arms have them, else per-example means of `record["scores"]`."""
+    (`record["rows"]`) when both arms have them, else per-example means of `record["scores"]`.
+
+    Only examples scored in both arms are paired: a record marked `excluded` (an example some
+    model of its run could not be scored on) or with no scores at all (runs written before
+    examples were marked) is left out of both arms."""
     if set(a) != set(b):
         only = sorted(set(a) ^ set(b))[:3]
         raise UserError(
@@ -72,7 +76,13 @@ def part_from_records(
             where=where,
             fix="compare runs made on the same data with the same --limit",
         )
-    ids = sorted(a)
+    ids = [i for i in sorted(a) if scored(a[i]) and scored(b[i])]
+    if not ids:
+        raise UserError(
+            f"{task}: no example was scored in both arms",
+            where=where,
+            fix="check that the task has references (or a teacher that answers) for its examples",
+        )
     try:
         if all("rows" in r and metric in r["rows"] for r in (*a.values(), *b.values())):
             rows_a = np.array([a[i]["rows"][metric] for i in ids], dtype=np.float64)
@@ -85,6 +95,17 @@ def part_from_records(
             f"{task}: per-example records lack metric '{metric}'", where=where, fix="re-run kdeval compare"
         ) from None
     return Part(task, family, finalize_mean, means_a, means_b, False)
+
+
+def scored(record: dict[str, Any]) -> bool:
+    """Whether a per-example record counts: not dropped from its run's comparisons, and scored.
+
+    >>> scored({"scores": {"chrf": 40.0}}), scored({"scores": {}})
+    (True, False)
+    >>> scored({"scores": {"chrf": 1.0}, "excluded": "no reference answer"})
+    False
+    """
+    return not record.get("excluded") and bool(record.get("scores") or record.get("rows"))
 
 
 @dataclass(frozen=True)

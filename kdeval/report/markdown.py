@@ -15,6 +15,9 @@ FOOTNOTES = {
     "no-baseline": "no baseline in this run, so the gap closed cannot be computed",
     "zero-gap": "teacher and baseline score the same here (zero gap), so the gap closed is undefined",
     "zero-teacher": "the teacher scores 0 here, so retention is undefined",
+    "teacher-near-zero": "not meaningful: the teacher's score is within its interval of zero",
+    "gap-near-zero": "not meaningful: the teacher−baseline gap is within its interval of zero "
+    "(the two scores' intervals combined)",
     "no-agreement": "agreement needs both a teacher and a distilled student",
 }
 ROLE_ORDER = {"teacher": 0, "baseline": 1, "distilled": 2}
@@ -39,6 +42,7 @@ def render(r: RunResult) -> str:
     ]
     if used:
         lines += [f"[{i + 1}] {FOOTNOTES[k]}" for i, k in enumerate(used)] + [""]
+    lines += _dropped_lines(r)
     lines += [answers_section(r, models), cost_section(r)]
     lines += ["## Models", "", _models_table(r), "", "## Tasks", "", _tasks_table(r), ""]
     return "\n".join(lines)
@@ -92,8 +96,8 @@ _NO_TEACHER = ("no-teacher", "teacher-unscored", "no-distilled")
 def _ratio_cells(c: Comparison, used: list[str]) -> list[str]:
     agree_notes = [] if c.agreement is not None else ["no-agreement"]
     return [
-        _pct(c.retention, c.notes, used, (*_NO_TEACHER, "zero-teacher")),
-        _pct(c.gap_closed, c.notes, used, (*_NO_TEACHER, "no-baseline", "zero-gap")),
+        _pct(c.retention, c.notes, used, (*_NO_TEACHER, "zero-teacher", "teacher-near-zero")),
+        _pct(c.gap_closed, c.notes, used, (*_NO_TEACHER, "no-baseline", "zero-gap", "gap-near-zero")),
         _pct(c.agreement, agree_notes, used, ("no-agreement",)),
     ]
 
@@ -132,6 +136,22 @@ def _quality_table(r: RunResult, models: list[str], used: list[str]) -> str:
             ]
         )
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
+def _dropped_lines(r: RunResult) -> list[str]:
+    """Tasks where some examples could not be scored for every model: all models are compared on
+    the rest (every score's n), and why the others were dropped."""
+    out = []
+    for t in r.tasks:
+        if not t.dropped:
+            continue
+        why = "; ".join(f"{reason} ({n})" for reason, n in t.dropped.items())
+        out.append(
+            f"- {t.name}: every model is scored on the same {t.compared} of {t.n_examples} examples; "
+            f"{sum(t.dropped.values())} dropped for all models because some model could not be scored "
+            f"on them: {why}."
+        )
+    return ["Examples compared:", "", *out, ""] if out else []
 
 
 def _metric_label(task: TaskRow, metric: str) -> str:
@@ -181,7 +201,6 @@ def _tasks_table(r: RunResult) -> str:
     ]
     for t in r.tasks:
         data = f"`{t.data_file}`" if t.data_file else "shipped"
-        rows.append(
-            f"| {t.name} | {t.family} | {t.suite} | {t.version} | {t.task_type} | {t.n_examples} | {data} |"
-        )
+        n = f"{t.n_examples} ({t.compared} compared)" if t.dropped else f"{t.n_examples}"
+        rows.append(f"| {t.name} | {t.family} | {t.suite} | {t.version} | {t.task_type} | {n} | {data} |")
     return "\n".join(rows)

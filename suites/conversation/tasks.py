@@ -8,7 +8,9 @@ answer goes wrong still keeps the credit of its first answer.
 
 Each example's data is {"turns": [user 1, user 2], "references": [[turn-1 refs], [turn-2 refs]]}.
 A turn without references is scored against the teacher's answer for that turn (`needs_teacher`);
-with no teacher either, the example gets no metric rows at all.
+with no teacher either, the example gets no metric rows at all. The teacher itself is never scored
+against its own answer, so it has no rows where the data has no reference; the aggregator then
+drops such an example for every model (retention compares the same examples), and counts why.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ from kdeval_suites.common import data_dir, load_records, need_file, require_str_
 #: Joins the two turns of a hypothesis or reference; chrF and ROUGE ignore it, BLEU splits on it.
 JOIN = "\n"
 TurnRefs = list[list[str]]
+#: Why an example has no score: no reference turn (the teacher is never scored against itself),
+#: or the teacher answered nothing where its answer is the reference.
+NO_REFERENCE = "no reference answer"
+EMPTY_TEACHER = "the teacher's answer (the reference here) is empty"
 
 
 def combine(per_turn: TurnRefs) -> list[str]:
@@ -110,8 +116,9 @@ class TwoTurnTask(Task):
         hypothesis = JOIN.join(o.text.strip() for o in outputs)
         answer = normalize_text(hypothesis)
         per_turn = self.turn_references(example, teacher)
-        if per_turn is None:  # nothing to compare with: the aggregator counts only scored examples
-            return Scored(answer=answer, references=[], stats={})
+        if per_turn is None:  # nothing to compare with: the aggregator drops it for every model
+            why = NO_REFERENCE if teacher is None else EMPTY_TEACHER
+            return Scored(answer=answer, references=[], stats={}, why=why)
         refs = combine(per_turn)
         return Scored(answer, refs, {m: METRICS[m].stats(hypothesis, refs) for m in self.metrics})
 
