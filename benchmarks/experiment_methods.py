@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from kdeval.config import ModelSpec, RunSpec
-from kdeval.distill import DistillConfig, is_complete, train
+from kdeval.distill import DistillConfig, is_complete, methods, train
 from kdeval.distill.demo import (
     QUICK,
     DemoConfig,
@@ -41,7 +41,8 @@ from kdeval.distill.demo_report import paired_delta
 from kdeval.results import RunResult
 from kdeval.runs import read_results
 
-METHODS = ("seqkd", "kd", "jsd", "tvd", "skl")
+#: Every method that learns from the teacher (the registry: kdeval.distill.methods).
+METHODS = tuple(methods.teacher_methods())
 #: Two-sided 95% Student t quantiles by degrees of freedom (no scipy needed).
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 

@@ -8,15 +8,19 @@ sacrebleu's own segment statistics, so the corpus score equals `sacrebleu.corpus
 
 from __future__ import annotations
 
+import difflib
 import functools
+import importlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import Any
 
 import numpy as np
 from sacrebleu.metrics import BLEU, CHRF
 
+from kdeval.errors import UserError
 from kdeval.metrics_text import (
     _need_refs,
     extract_final_number,
@@ -27,15 +31,20 @@ from kdeval.metrics_text import (
 )
 
 __all__ = [
+    "GROUP",
     "METRICS",
     "Metric",
+    "UnknownMetric",
     "bootstrap_ci",
     "combine",
     "extract_final_number",
     "family_means",
     "finalize_mean",
+    "close_matches",
     "get_metric",
+    "is_known",
     "mean_row",
+    "names",
     "normalize_answer",
     "normalize_text",
     "resample_sums",
@@ -179,70 +188,166 @@ def _rouge_stats(rouge_type: str) -> Callable[[str, Sequence[str]], Row]:
     return stats
 
 
-METRICS: dict[str, Metric] = {
-    "accuracy": Metric(
-        "accuracy",
-        "Percent of examples whose (task-normalized) answer equals the first reference.",
-        _accuracy_stats,
+ACCURACY = Metric(
+    "accuracy",
+    "Percent of examples whose (task-normalized) answer equals the first reference.",
+    _accuracy_stats,
+    finalize_mean,
+    binary=True,
+)
+EXACT_MATCH = Metric(
+    "exact_match",
+    "SQuAD v1.1 exact match, best over references (percent).",
+    lambda h, r: mean_row(squad_exact_match(h, r)),
+    finalize_mean,
+    binary=True,
+)
+F1 = Metric(
+    "f1",
+    "SQuAD v1.1 token F1, best over references, averaged over examples (x100).",
+    lambda h, r: mean_row(squad_f1(h, r)),
+    finalize_mean,
+)
+BLEU_SCORE = Metric(
+    "bleu",
+    "sacrebleu corpus BLEU (13a tokenizer, exp smoothing, multi-reference).",
+    _bleu_stats,
+    lambda s: _bleu_score(s, effective_order=False),
+    per_example=lambda s: _bleu_score(s, effective_order=True),
+)
+CHRF_SCORE = Metric(
+    "chrf",
+    "sacrebleu corpus chrF2 (char order 6, no word n-grams, best reference per sentence).",
+    _chrf_stats,
+    _chrf_score,
+)
+
+
+def _rouge(rouge_type: str) -> Metric:
+    return Metric(
+        rouge_type,
+        f"{rouge_type} F-measure (rouge_score, Porter stemmer), max over references, "
+        "mean over examples (x100).",
+        _rouge_stats(rouge_type),
         finalize_mean,
-        binary=True,
-    ),
-    "exact_match": Metric(
-        "exact_match",
-        "SQuAD v1.1 exact match, best over references (percent).",
-        lambda h, r: mean_row(squad_exact_match(h, r)),
-        finalize_mean,
-        binary=True,
-    ),
-    "f1": Metric(
-        "f1",
-        "SQuAD v1.1 token F1, best over references, averaged over examples (x100).",
-        lambda h, r: mean_row(squad_f1(h, r)),
-        finalize_mean,
-    ),
-    "bleu": Metric(
-        "bleu",
-        "sacrebleu corpus BLEU (13a tokenizer, exp smoothing, multi-reference).",
-        _bleu_stats,
-        lambda s: _bleu_score(s, effective_order=False),
-        per_example=lambda s: _bleu_score(s, effective_order=True),
-    ),
-    "chrf": Metric(
-        "chrf",
-        "sacrebleu corpus chrF2 (char order 6, no word n-grams, best reference per sentence).",
-        _chrf_stats,
-        _chrf_score,
-    ),
-    **{
-        t: Metric(
-            t,
-            f"{t} F-measure (rouge_score, Porter stemmer), max over references, mean over examples (x100).",
-            _rouge_stats(t),
-            finalize_mean,
-        )
-        for t in _ROUGE_TYPES
-    },
+    )
+
+
+ROUGE1, ROUGE2, ROUGEL = (_rouge(t) for t in _ROUGE_TYPES)
+
+
+# -- the registry ------------------------------------------------------------------------------
+# One registration per metric: name -> "module:ATTRIBUTE" of a `Metric`, imported on first use.
+# A third-party package adds one with an entry point in the group `kdeval.metrics`
+# (name = "package.module:METRIC"). pass@k and maj@N are computed names, not registrations.
+
+GROUP = "kdeval.metrics"
+_BUILTIN = {
+    "accuracy": "kdeval.metrics:ACCURACY",
+    "exact_match": "kdeval.metrics:EXACT_MATCH",
+    "f1": "kdeval.metrics:F1",
+    "bleu": "kdeval.metrics:BLEU_SCORE",
+    "chrf": "kdeval.metrics:CHRF_SCORE",
+    "rouge1": "kdeval.metrics:ROUGE1",
+    "rouge2": "kdeval.metrics:ROUGE2",
+    "rougeL": "kdeval.metrics:ROUGEL",
 }
+_LOADED: dict[str, Metric] = {}
+
+
+class UnknownMetric(ValueError):
+    """A metric name that is neither registered nor computed (pass@k, maj@N)."""
+
+
+def _third_party() -> dict[str, str]:
+    return {ep.name: ep.value for ep in entry_points(group=GROUP) if ep.name not in _BUILTIN}
+
+
+def names() -> list[str]:
+    """Every registered metric name (built-ins first, then plugins by name); imports nothing."""
+    return [*_BUILTIN, *sorted(_third_party())]
+
+
+def is_known(name: str) -> bool:
+    """Whether `name` is a registered metric or a computed one (pass@k, maj@N); imports nothing.
+
+    >>> is_known("chrf"), is_known("pass@4"), is_known("chrF")
+    (True, True, False)
+    """
+    return name in _BUILTIN or _SAMPLED.match(name) is not None or name in _third_party()
+
+
+def close_matches(name: str) -> list[str]:
+    """Registered names close to `name`, for "did you mean" hints.
+
+    >>> close_matches("rougel")
+    ['rougeL', 'rouge2', 'rouge1']
+    """
+    lowered = {n.lower(): n for n in names()}
+    exact = [lowered[name.lower()]] if name.lower() in lowered else []
+    rest = difflib.get_close_matches(name, names(), n=3)
+    return [*exact, *(n for n in rest if n not in exact)][:3]
+
+
+def _load(name: str, target: str) -> Metric:
+    module, _, attr = target.partition(":")
+    try:
+        metric = getattr(importlib.import_module(module), attr)
+    except Exception as exc:
+        if name in _BUILTIN:
+            raise
+        raise UserError(f"metric plugin '{name}' ({target}) failed to load: {exc}") from None
+    if not isinstance(metric, Metric):
+        raise UserError(f"metric plugin '{name}' ({target}) is not a kdeval.metrics.Metric")
+    if metric.name != name:
+        raise UserError(f"metric plugin '{name}' ({target}) is a Metric named '{metric.name}'")
+    return metric
 
 
 def get_metric(name: str) -> Metric:
-    """The metric called `name`; ValueError listing the known names otherwise.
+    """The metric called `name` (imported on first use); UnknownMetric (a ValueError) listing the
+    known names otherwise.
 
     >>> get_metric("bleu").name
     'bleu'
-    >>> get_metric("nope")
+    >>> get_metric("nope")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: unknown metric 'nope'; known: accuracy, bleu, chrf, exact_match, f1, rouge1, rouge2, rougeL
+    kdeval.metrics.UnknownMetric: unknown metric 'nope'; known: accuracy, bleu, chrf, exact_match, f1, ...
     """
-    try:
-        return METRICS[name]
-    except KeyError:
+    if name in _LOADED:
+        return _LOADED[name]
+    target = _BUILTIN.get(name)
+    if target is None:
         sampled = _sampled_metric(name)
         if sampled is not None:
             return sampled
-        known = ", ".join(sorted(METRICS))
-        raise ValueError(f"unknown metric {name!r}; known: {known}") from None
+        target = _third_party().get(name)
+    if target is None:
+        raise UnknownMetric(f"unknown metric {name!r}; known: {', '.join(sorted(names()))}")
+    _LOADED[name] = metric = _load(name, target)
+    return metric
+
+
+class _Registered(Mapping[str, Metric]):
+    """`METRICS`: the registered metrics as a read-only mapping (computed names excluded)."""
+
+    def __getitem__(self, name: str) -> Metric:
+        if name not in _BUILTIN and name not in _third_party():
+            raise KeyError(name)
+        return get_metric(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(names())
+
+    def __len__(self) -> int:
+        return len(names())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (name in _BUILTIN or name in _third_party())
+
+
+METRICS: Mapping[str, Metric] = _Registered()
 
 
 _SAMPLED = re.compile(r"^(pass|maj)@([1-9][0-9]*)$")

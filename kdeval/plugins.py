@@ -7,6 +7,7 @@ plugin is reported and skipped rather than taking the whole tool down.
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 from dataclasses import dataclass
@@ -56,6 +57,30 @@ class Catalog:
         return [known[n] for n in sorted(chosen, key=order.index)]
 
 
+def check_metrics(task: Task, plugin: str) -> None:
+    """A task's metric names, checked when its suite loads (not after every model ran): each is a
+    registered metric (kdeval.metrics, group `kdeval.metrics`) or a computed one (pass@k, maj@N),
+    and the primary metric is one of them. Imports no metric."""
+    from kdeval.metrics import close_matches, is_known
+
+    for name in task.metrics:
+        if not is_known(name):
+            close = close_matches(name)
+            hint = f"did you mean {', '.join(close)}?" if close else "see `kdeval.metrics.names()`"
+            raise UserError(
+                f"{plugin}: task '{task.name}' uses unknown metric '{name}'",
+                fix=f"{hint} (a metric from another package needs that package installed)",
+            )
+    if task.primary_metric not in task.metrics:
+        close = difflib.get_close_matches(task.primary_metric, list(task.metrics), n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise UserError(
+            f"{plugin}: task '{task.name}' has primary_metric '{task.primary_metric}', "
+            f"which is not among its metrics ({', '.join(task.metrics)})",
+            fix=f"{hint}name one of its metrics or add it to `metrics`",
+        )
+
+
 def load_catalog() -> Catalog:
     """All suites from installed entry points. Set KDEVAL_LOAD_PLUGINS=name,name to restrict."""
     only = os.environ.get("KDEVAL_LOAD_PLUGINS")
@@ -80,6 +105,7 @@ def load_catalog() -> Catalog:
             )
             continue
         for task in suite.tasks:
+            check_metrics(task, f"suite plugin '{ep.name}' ({ep.value})")
             if task.name in seen_tasks:
                 raise UserError(
                     f"task '{task.name}' is defined by two suites, "

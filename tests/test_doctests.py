@@ -7,6 +7,7 @@ import pytest
 import kdeval.backends.openai
 import kdeval.config
 import kdeval.derive
+import kdeval.distill.methods
 import kdeval.errors
 import kdeval.modeldir
 import kdeval.results
@@ -23,6 +24,7 @@ import kdeval.runs
         kdeval.config,
         kdeval.backends.openai,
         kdeval.modeldir,
+        kdeval.distill.methods,
     ],
 )
 def test_doctests(module: object) -> None:

@@ -401,7 +401,7 @@ def _check_engine(model: ModelSpec, resolved: ResolvedModel) -> None:
     args = EngineArgs(
         model=resolved.path,
         tokenizer=resolved.path,
-        dtype=s.dtype,  # type: ignore[arg-type]  # one of config.DTYPES
+        dtype=s.dtype,  # type: ignore[arg-type, unused-ignore]  # one of config.DTYPES; vllm may be absent
         max_model_len=s.max_model_len,
         seed=s.seed,
         trust_remote_code=resolved.trust_remote_code,

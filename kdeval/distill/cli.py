@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kdeval.distill import methods
 from kdeval.distill.config import DistillConfig, load_config
 
 #: The subcommands `add_parsers` defines; kdeval.cli sends each of them to `run`.
@@ -60,6 +61,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _demo_parser(sub)
 
 
+def _methods_help() -> str:
+    """The loss methods as the registry (kdeval.distill.methods) describes them."""
+    # argparse %-formats help strings
+    return "; ".join(f"{n}: {methods.get(n).summary}" for n in methods.names()).replace("%", "%%")
+
+
 def _demo_parser(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser(
         "demo",
@@ -78,7 +85,7 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="local backend (default: vllm when it imports)",
     )
-    d.add_argument("--method", choices=["kd", "seqkd", "jsd", "tvd", "skl"], default=None)
+    d.add_argument("--method", choices=methods.teacher_methods(), default=None)
     d.add_argument("--limit", type=int, default=None, metavar="N", help="first N test examples per task")
     d.add_argument("--quick", action="store_true", help="a seconds-long smoke run on a few examples")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -95,7 +102,7 @@ def _distill_parser(sub: argparse._SubParsersAction) -> None:
         info = DistillConfig.model_fields[field]
         metavar = "PATH" if kind is str and field not in ("teacher_backend", "teacher_thinking") else None
         p.add_argument(flag, dest=field, type=kind, default=None, metavar=metavar, help=info.description)
-    p.add_argument("--method", default=None, choices=["sft", "seqkd", "kd", "jsd", "tvd", "skl"])
+    p.add_argument("--method", default=None, choices=methods.names(), help=_methods_help())
     p.add_argument("--config", type=Path, default=None, metavar="YAML", help="settings file (flags win)")
     p.add_argument("--chat-template", choices=["auto", "on", "off"], default=None)
     p.add_argument("--trust-remote-code", action="store_true", default=None)

@@ -7,15 +7,13 @@ exact spec it ran with next to the model (`distill_config.yaml`), and a resumed 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kdeval.distill import methods
 from kdeval.errors import UserError
 
-Method = Literal["sft", "seqkd", "kd", "jsd", "tvd", "skl"]
-#: Methods that compare the student's token distribution with the teacher's.
-TOKEN_METHODS: tuple[str, ...] = ("kd", "jsd", "tvd", "skl")
 CONFIG_FILE = "distill_config.yaml"
 
 
@@ -41,7 +39,7 @@ class DistillConfig(BaseModel):
         description="output folder: the trained model (Hugging Face layout) + log, curve, config"
     )
 
-    method: Method = "kd"
+    method: str = Field("kd", description="the loss method (kdeval.distill.methods)")
     temperature: float = Field(1.0, gt=0, description="softens both distributions (token methods)")
     alpha: float = Field(0.5, ge=0, le=1, description="weight of CE on the response tokens")
     beta: float = Field(0.5, ge=0, le=1, description="jsd: 0 = forward KL, 1 = reverse KL")
@@ -91,6 +89,13 @@ class DistillConfig(BaseModel):
         "learns (auto: from its chat template; off; or START,END)",
     )
 
+    @field_validator("method")
+    @classmethod
+    def _method_is_known(cls, v: str) -> str:
+        if v not in methods.names():
+            raise ValueError(f"unknown method '{v}'; methods: {', '.join(methods.names())}")
+        return v
+
     @field_validator("teacher_thinking")
     @classmethod
     def _thinking_is_known(cls, v: str) -> str:
@@ -100,11 +105,14 @@ class DistillConfig(BaseModel):
 
     @model_validator(mode="after")
     def _teacher_when_needed(self) -> DistillConfig:
-        if self.method in (*TOKEN_METHODS, "seqkd") and not self.teacher:
+        method = methods.get(self.method)
+        if method.needs_teacher and not self.teacher:
             raise ValueError(f"method '{self.method}' needs a teacher (--teacher PATH)")
-        if self.topk is not None and self.method not in TOKEN_METHODS:
-            raise ValueError(f"topk applies to {', '.join(TOKEN_METHODS)} only, not '{self.method}'")
-        if self.method in TOKEN_METHODS and self.topk is None and self.teacher_served():
+        if self.topk is not None and not method.token_level:
+            raise ValueError(
+                f"topk applies to {', '.join(methods.token_methods())} only, not '{self.method}'"
+            )
+        if method.token_level and self.topk is None and self.teacher_served():
             raise ValueError(
                 f"method '{self.method}' with a served teacher needs --topk K: a server returns the "
                 "top-k log-probs of each token, never the whole distribution"

@@ -23,11 +23,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kdeval.config import digest
+from kdeval.distill import methods
 from kdeval.distill.config import DistillConfig
 
 #: The offline tasks whose training splits the demo trains on and whose test splits it scores.
@@ -63,10 +64,17 @@ class DemoConfig(BaseModel):
     # benchmarks/experiment_methods.py, 3 paired seeds, overall points vs the baseline: seqkd
     # +1.6 ± 1.2 (the only interval above zero), skl +1.7 ± 2.8, kd +0.6 ± 3.2, jsd +0.6 ± 1.7,
     # tvd +0.5 ± 1.9. seqkd is the one that helped consistently; alpha/temperature apply to the others.
-    method: Literal["kd", "seqkd", "jsd", "tvd", "skl"] = "seqkd"
+    method: str = "seqkd"  # one of methods.teacher_methods()
     alpha: float = 0.5
     temperature: float = 1.0
     limit: int | None = Field(default=None, ge=1, description="first N test examples per task (None: all)")
+
+    @field_validator("method")
+    @classmethod
+    def _learns_from_the_teacher(cls, v: str) -> str:
+        if v not in methods.teacher_methods():
+            raise ValueError(f"the demo's method is one of {', '.join(methods.teacher_methods())}, not '{v}'")
+        return v
 
 
 #: A few steps on a few examples: exercises every stage in well under a minute (tests, smoke runs).
@@ -167,9 +175,10 @@ def student_job(
     """A student run: same init, data order, steps and rate for every method (paired by seed)."""
     values: dict[str, Any] = {"student": str(init), "epochs": cfg.student_epochs, "seed": cfg.student.seed}
     values.update(method=method, **_common(cfg, data))
-    if method in ("kd", "jsd", "tvd", "skl"):
+    need = methods.get(method).teacher
+    if need == "logits":
         values.update(teacher=teacher, alpha=cfg.alpha, temperature=cfg.temperature)
-    elif method == "seqkd":
+    elif need == "text":
         # One answer file for every student of this teacher: its keys include the teacher's
         # fingerprint and the prompt, so runs (and seeds) share what was already generated.
         # The longest gold answer (math) is under 64 tokens; the teacher gets twice that.

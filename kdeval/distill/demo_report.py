@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kdeval.datafiles import write_atomic
+from kdeval.distill.methods import get as get_method
 from kdeval.gate.stats import bootstrap, interval, part_from_records
 from kdeval.runs import load_run, scope_tasks
 
@@ -120,7 +121,7 @@ def setup_section(cfg: DemoConfig, result: DemoResult, data: Path) -> str:
         for k in ("teacher", "baseline", "distilled")
     )
     t, s = cfg.teacher, cfg.student
-    how = f" (alpha {cfg.alpha}, temperature {cfg.temperature})" if cfg.method != "seqkd" else ""
+    how = f" (alpha {cfg.alpha}, temperature {cfg.temperature})" if get_method(cfg.method).token_level else ""
     seconds = result.seconds
     return "\n".join(
         [

@@ -11,6 +11,7 @@ The loss over a sequence batch is computed chunk by chunk over the token dimensi
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
+
+from kdeval.distill.methods import Divergence
 
 
 def forward_kl(p_logp: Tensor, q_logp: Tensor) -> Tensor:
@@ -63,6 +66,32 @@ def fold(logp: Tensor, index: Tensor, tail: bool) -> Tensor:
     return torch.cat([top, torch.logsumexp(rest, -1, keepdim=True)], -1)
 
 
+# -- the built-in methods' divergences (registered in kdeval.distill.methods) ------------------
+
+
+def kd_divergence(s_logp: Tensor, t_logp: Tensor, spec: LossSpec) -> Tensor:
+    return forward_kl(t_logp, s_logp)
+
+
+def jsd_divergence(s_logp: Tensor, t_logp: Tensor, spec: LossSpec) -> Tensor:
+    return generalized_jsd(s_logp, t_logp, spec.beta)
+
+
+def tvd_divergence(s_logp: Tensor, t_logp: Tensor, spec: LossSpec) -> Tensor:
+    return total_variation(s_logp, t_logp)
+
+
+def skl_divergence(s_logp: Tensor, t_logp: Tensor, spec: LossSpec) -> Tensor:
+    return skew_kl(s_logp, t_logp, spec.skew)
+
+
+@functools.cache
+def _divergence(method: str) -> Divergence:
+    from kdeval.distill.methods import get
+
+    return get(method).divergence_fn()
+
+
 @dataclass(frozen=True)
 class LossSpec:
     """Which loss, and its knobs (see `kdeval.distill.config.DistillConfig`)."""
@@ -75,19 +104,14 @@ class LossSpec:
 
     @property
     def uses_teacher(self) -> bool:
-        return self.method in ("kd", "jsd", "tvd", "skl")
+        """Whether the loss compares token distributions (kdeval.distill.methods)."""
+        from kdeval.distill.methods import get
+
+        return get(self.method).token_level
 
     def divergence(self, s_logp: Tensor, t_logp: Tensor) -> Tensor:
-        """Per-row divergence of the student from the teacher."""
-        if self.method == "kd":
-            return forward_kl(t_logp, s_logp)
-        if self.method == "jsd":
-            return generalized_jsd(s_logp, t_logp, self.beta)
-        if self.method == "tvd":
-            return total_variation(s_logp, t_logp)
-        if self.method == "skl":
-            return skew_kl(s_logp, t_logp, self.skew)
-        raise ValueError(f"no divergence for method {self.method!r}")
+        """Per-row divergence of the student from the teacher (the method's registered one)."""
+        return _divergence(self.method)(s_logp, t_logp, self)
 
     def combine(self, sums: Tensor, n_tokens: int) -> Tensor:
         """The loss from summed [CE, divergence] over `n_tokens` valid tokens."""

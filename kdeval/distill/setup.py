@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kdeval.distill.config import TOKEN_METHODS, DistillConfig
+from kdeval.distill import methods
+from kdeval.distill.config import DistillConfig
 from kdeval.distill.data import (
     TokenizedExample,
     collate,
@@ -45,7 +46,8 @@ class Setup:
 
 
 def loss_spec(cfg: DistillConfig) -> LossSpec:
-    method = "sft" if cfg.method == "seqkd" else cfg.method
+    # methods without a divergence (sft, seqkd) are CE on their responses
+    method = cfg.method if methods.get(cfg.method).token_level else "sft"
     return LossSpec(method, cfg.temperature, cfg.alpha, cfg.beta, cfg.skew)
 
 
@@ -85,7 +87,7 @@ def prepare(cfg: DistillConfig, *, progress: bool = True) -> Setup:
 
 def _train_records(cfg: DistillConfig, progress: bool) -> list[Any]:
     records = read_records(Path(cfg.train))
-    if cfg.method == "seqkd":
+    if methods.get(cfg.method).teacher == "text":  # sequence-level KD: the teacher writes them
         from kdeval.distill.seqkd import teacher_responses
 
         return teacher_responses(cfg, records, progress=progress)
@@ -102,7 +104,7 @@ def _teacher_source(
     progress: bool,
 ) -> tuple[int, TeacherSource | None]:
     """(real vocabulary size, teacher source) after the vocabulary guard."""
-    if cfg.method not in TOKEN_METHODS or cfg.teacher is None:
+    if not methods.get(cfg.method).token_level or cfg.teacher is None:
         return vocab_size(tokenizer, student), None
     if cfg.teacher_served():
         return _served_topk_cache(cfg, tokenizer, student, train, progress)

@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kdeval.errors import UserError
 from kdeval.gate.config import CompareSection
-from kdeval.metrics import METRICS
+from kdeval.metrics import is_known, names
 from kdeval.results import EFFICIENCY
 from kdeval.yamlfile import line_of, read_yaml
 
@@ -50,17 +50,6 @@ _RULE = re.compile(
     r":\s*(?P<sign>[+-]?)(?P<amount>\d+(?:\.\d+)?)\s*(?P<unit>[A-Za-z%]*)"
     r"|(?P<op>>=|<=)\s*(?P<bound>-?\d+(?:\.\d+)?)\s*(?P<bunit>%?))$"
 )
-
-
-def _sampled(metric: str) -> bool:
-    """pass@k and maj@N of a run with --samples (kdeval.metrics)."""
-    from kdeval.metrics import get_metric
-
-    try:
-        get_metric(metric)
-    except ValueError:
-        return False
-    return True
 
 
 @dataclass(frozen=True)
@@ -138,8 +127,8 @@ def parse_path(raw: str, text: str, where: str | None = None) -> MetricPath:
     if parts[-1] in RATIOS:
         return MetricPath("ratio", parts[0] if len(parts) == 2 else "overall", parts[-1])
     metric = parts[1] if len(parts) == 2 else "primary"
-    if metric != "primary" and metric not in METRICS and not _sampled(metric):
-        known = ", ".join(["primary", *sorted(METRICS), "pass@K", "maj@N", *RATIOS])
+    if metric != "primary" and not is_known(metric):
+        known = ", ".join(["primary", *sorted(names()), "pass@K", "maj@N", *RATIOS])
         _bad(text, f"unknown metric '{metric}' (known: {known})", where)
     return MetricPath("quality", parts[0], metric)
 

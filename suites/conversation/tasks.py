@@ -21,7 +21,7 @@ from typing import Any
 
 from kdeval.datafiles import read_jsonl, require, unique_ids
 from kdeval.errors import UserError
-from kdeval.metrics import METRICS, normalize_text
+from kdeval.metrics import get_metric, normalize_text
 from kdeval.tasks import Example, GenerateRequest, Message, Output, Request, Scored, Task
 from kdeval_suites.common import data_dir, load_records, need_file, require_str_list, unique_examples
 
@@ -120,7 +120,7 @@ class TwoTurnTask(Task):
             why = NO_REFERENCE if teacher is None else EMPTY_TEACHER
             return Scored(answer=answer, references=[], stats={}, why=why)
         refs = combine(per_turn)
-        return Scored(answer, refs, {m: METRICS[m].stats(hypothesis, refs) for m in self.metrics})
+        return Scored(answer, refs, {m: get_metric(m).stats(hypothesis, refs) for m in self.metrics})
 
 
 class ChatSynth(TwoTurnTask):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kdeval.datafiles import read_jsonl, require
-from kdeval.metrics import METRICS, normalize_text
+from kdeval.metrics import get_metric, normalize_text
 from kdeval.tasks import Example, GenerateRequest, Message, Output, Request, Scored, Task, user_turn
 from kdeval_suites.common import (
     data_dir,
@@ -53,7 +53,7 @@ class SummarizationTask(Task):
         text = output_text(outputs, STOP)
         hyp = self.hypothesis(text)
         refs: list[str] = example.data["references"]
-        stats = {m: METRICS[m].stats(hyp, refs) for m in self.metrics}
+        stats = {m: get_metric(m).stats(hyp, refs) for m in self.metrics}
         return Scored(answer=normalize_text(text), references=refs, stats=stats)
 
     def training_pair(self, example: Example, stage: int = 0) -> tuple[tuple[Message, ...], str]:
