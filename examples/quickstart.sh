@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The README's first command: three tiny random-init models (built here, no network), then
-# `kdeval compare` on the first 50 examples of every offline task. It shows the machinery;
-# random models score near zero, so the numbers say nothing about distillation.
+# `kdeval compare` alone (the README's first command is `kdeval demo`, which also trains the
+# models): three tiny random-init models (built here, no network), then `kdeval compare` on the
+# first 50 examples of every offline task. It shows the machinery; random models score near
+# zero, so the numbers say nothing about distillation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}"

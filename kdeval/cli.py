@@ -38,17 +38,22 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
         "--model", action="append", default=[], metavar="NAME=PATH", help="an extra model (repeatable)"
     )
     p.add_argument(
-        "--suite", action="append", default=[], metavar="NAME", help="run this suite's offline tasks"
-    )
-    p.add_argument("--task", action="append", default=[], metavar="NAME", help="run this task (repeatable)")
+        "--suite", action="append", default=[], metavar="NAME",
+        help="run this suite's offline tasks (repeatable; default: every suite's offline tasks)",
+    )  # fmt: skip
+    p.add_argument(
+        "--task", action="append", default=[], metavar="NAME",
+        help="run this task (repeatable; default: every suite's offline tasks)",
+    )  # fmt: skip
     p.add_argument("--data", action="append", default=[], metavar="TASK=FILE", help="data file for a task")
     p.add_argument(
         "--backend", choices=names(), default=None,
         help="for local models (default: vllm when it imports, else hf); a URL is always openai",
     )  # fmt: skip
     p.add_argument(
-        "--model-backend", action="append", default=[], metavar="NAME=BACKEND", help="one model's backend"
-    )
+        "--model-backend", action="append", default=[], metavar="NAME=BACKEND",
+        help="one model's backend (default: --backend's)",
+    )  # fmt: skip
     p.add_argument(
         "--option", action="append", default=[], metavar="NAME.KEY=VALUE",
         help="a backend option of one model (repeatable), e.g. teacher.tensor_parallel_size=2",
@@ -57,7 +62,9 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
         "--thinking", action="append", default=[], metavar="NAME=auto|off|START,END",
         help="a model's thinking-trace delimiters (default auto: read from its chat template)",
     )  # fmt: skip
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="first N examples per task")
+    p.add_argument(
+        "--limit", type=int, default=None, metavar="N", help="first N examples per task (default: all)"
+    )
     p.add_argument(
         "--max-tokens", action="append", default=[], metavar="N|TASK=N",
         help="generation budget for every task, or for one (repeatable); default: each task's own",
@@ -67,9 +74,9 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
         help="N sampled answers per example: mean@N, pass@k, maj@N (needs --temperature > 0)",
     )  # fmt: skip
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="default: runs/latest")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (default 0)")
     p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default)")
-    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling (default 1.0: off)")
     p.add_argument(
         "--dtype", default=None, help="auto (the checkpoint's own; default) | float32 | bfloat16 | float16"
     )
@@ -77,12 +84,20 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--batch-size", type=int, default=None, help="transformers backend batch size (default 16)"
     )
-    p.add_argument("--chat-template", choices=["auto", "on", "off"], default=None)
-    p.add_argument("--trust-remote-code", action="store_true", default=None)
-    p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument(
-        "--no-efficiency", action="store_true", help="skip the cost phase (latency, throughput, memory)"
-    )
+        "--chat-template", choices=["auto", "on", "off"], default=None,
+        help="auto (default): use the tokenizer's chat template when it has one",
+    )  # fmt: skip
+    p.add_argument(
+        "--trust-remote-code", action="store_true", default=None,
+        help="run a checkpoint's own model code (default: off, such checkpoints are refused)",
+    )  # fmt: skip
+    p.add_argument("--quiet", action="store_true", help="no progress output (default: progress on stderr)")
+    p.add_argument(
+        "--no-efficiency", action="store_true",
+        help="skip the cost phase (latency, throughput, memory; default: measured, repeated until "
+        "stable or 30 s of timed passes per model)",
+    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,6 +279,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from kdeval.backends.enginelogs import quiet_engine_logs
+
+    quiet_engine_logs()  # before anything imports vllm: its log goes to stderr, stdout stays ours
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:

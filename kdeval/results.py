@@ -254,7 +254,12 @@ class Repeats(_Entry):
 
     model_config = ConfigDict(extra="allow")
 
-    n: int | None = None
+    n: int | None = None  # repeats run
+    used: int | None = None  # the last repeats the figures come from (older files: all n)
+    stopped: Literal["stable", "budget", "max_repeats", "fixed"] | None = None
+    elapsed_s: Number | None = None
+    budget_s: Number | None = None
+    threshold: Number | None = None
     latency_p50_ms: Group | None = None
     output_tokens_per_s: Group | None = None
 

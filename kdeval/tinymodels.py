@@ -11,6 +11,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from kdeval.threads import count_params, using_torch_threads
+
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 
 # A simple Jinja template in the usual shape: role headers, BOS first, generation prompt last.
@@ -174,17 +176,13 @@ def build_memorizing_model(
     targets = [[*tokenizer.encode(c, add_special_tokens=False), eos] for _, c in pairs]
 
     config = llama_config(tokenizer, hidden, layers, heads)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config).float()
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).float()
+    with using_torch_threads(count_params([model])):  # the rule in kdeval.threads (1 for tiny models)
         _memorize(
             model, prompts, targets, pad=int(tokenizer.pad_token_id), lr=lr, steps=steps, margin=min_margin
         )
-        model.eval()
-    finally:
-        torch.set_num_threads(threads)
+    model.eval()
     path.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(path)
     model.save_pretrained(path, safe_serialization=True)

@@ -304,7 +304,8 @@ def test_unusable_inputs_exit_2(
         "qa.f1:-1pt",
     )
     assert "rule 'qa.f1:+1pt'" in _one_line_error(capsys, *ok, "--rule", "qa.f1:+1pt")
-    assert "no rules to check" in _one_line_error(capsys, *ok)
+    code, out, err = _cli(capsys, *ok)  # no rule: the documented default, overall:-1pt
+    assert code == 0 and "overall" in out and "default overall:-1pt" in err, (out, err)
     assert "no task or family 'nli'" in _one_line_error(capsys, *ok, "--rule", "nli.accuracy:-1pt")
     assert "model 'nobody' is not in this run" in _one_line_error(
         capsys, *ok, "--model", "nobody", "--rule", "overall:-1pt"

@@ -18,11 +18,10 @@ from kdeval.tasks import Example, GenerateRequest, Message, Output
 from kdeval_suites.conversation import SUITE
 from kdeval_suites.conversation.dialogues import BUILDERS
 from kdeval_suites.conversation.tasks import ChatSynth, MtBench, TwoTurnTask, combine, reference_answers
-from tests.shared_data import SHARED
+from tests.shared_data import SHARED, needs_shared
 
 MT_BENCH = SHARED / "mt_bench" / "question.jsonl"
 SHIPPED = Path(__file__).parents[1] / "suites" / "conversation" / "data"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="shared public data not available")
 
 
 def outputs(*texts: str) -> list[Output]:

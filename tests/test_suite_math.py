@@ -13,10 +13,9 @@ from kdeval.tasks import Example, GenerateRequest, Output
 from kdeval_suites.math import SUITE
 from kdeval_suites.math.make_data import split_key
 from kdeval_suites.math.tasks import Gsm8k, MathSynth
-from tests.shared_data import SHARED
+from tests.shared_data import SHARED, needs_shared
 
 SHIPPED = Path(__file__).parents[1] / "suites" / "math" / "data"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="shared public data not available")
 
 
 def problem(gold: str) -> Example:

@@ -15,11 +15,10 @@ from kdeval.tasks import ChoiceRequest, Example, Output
 from kdeval_suites.nli import SUITE
 from kdeval_suites.nli.make_data import split_key
 from kdeval_suites.nli.tasks import CHOICES, LABELS, PROMPT, Anli, Mnli, NliSynth, Snli
-from tests.shared_data import SHARED
+from tests.shared_data import SHARED, needs_shared
 
 DATA = Path(__file__).parent / "data"
 SHIPPED = Path(__file__).parents[1] / "suites" / "nli" / "data"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="shared public data not available")
 
 
 def prompt_of(task: NliSynth, ex: Example) -> str:

@@ -14,10 +14,9 @@ from kdeval.errors import UserError
 from kdeval.tasks import Example, GenerateRequest, Output
 from kdeval_suites.qa import SUITE
 from kdeval_suites.qa.tasks import NqOpen, QaSynth, Squad
-from tests.shared_data import SHARED
+from tests.shared_data import SHARED, needs_shared
 
 SHIPPED = Path(__file__).parents[1] / "suites" / "qa" / "data"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="shared public data not available")
 
 
 def prompt_of(task: QaSynth, ex: Example) -> str:

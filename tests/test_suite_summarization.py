@@ -17,10 +17,9 @@ from kdeval.metrics import METRICS
 from kdeval.tasks import Example, GenerateRequest, Output
 from kdeval_suites.summarization import SUITE
 from kdeval_suites.summarization.tasks import DialogSum, SciTldr, SummarizationTask, SummSynth, XSum
-from tests.shared_data import SHARED
+from tests.shared_data import SHARED, needs_shared
 
 SHIPPED = Path(__file__).parents[1] / "suites" / "summarization" / "data"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="shared public data not available")
 
 
 def corpus(metric: str, row: list[float]) -> float:

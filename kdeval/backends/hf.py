@@ -15,6 +15,7 @@ from kdeval.backends.prompting import PromptCodec, choice_sequence, fit_prompt
 from kdeval.backends.registry import BackendKind, Needs, ResolvedModel
 from kdeval.tasks import ChoiceRequest, GenerateRequest, Output, Request
 from kdeval.thinking import opens_trace
+from kdeval.threads import set_torch_threads, torch_threads
 
 if TYPE_CHECKING:
     import torch
@@ -82,6 +83,10 @@ class HFBackend:
             n_params=sum(p.numel() for p in model.parameters()),
             dtype=str(model.dtype).removeprefix("torch."),
         )
+        # On CPU, torch's threads follow kdeval's one rule (kdeval.threads) until close().
+        self._threads_before: int | None = None
+        if self.device == "cpu":
+            self._threads_before = set_torch_threads(torch_threads(self.info.n_params))
 
     def run(self, requests: Sequence[Request], on_done: OnDone) -> None:
         choices = [(i, r) for i, r in enumerate(requests) if isinstance(r, ChoiceRequest)]
@@ -93,6 +98,9 @@ class HFBackend:
         import torch
 
         self.model = None
+        if self._threads_before is not None:
+            set_torch_threads(self._threads_before)
+            self._threads_before = None
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdeval.backends.base import Backend, GenerationSettings, ModelInfo, OnDone
+from kdeval.backends.enginelogs import quiet_engine_logs
 from kdeval.backends.prompting import PromptCodec, choice_sequence, engine_stop, fit_prompt
 from kdeval.backends.registry import BackendKind, Needs, ResolvedModel, vllm_available
 from kdeval.efficiency.memory import param_count
@@ -29,6 +30,9 @@ from kdeval.thinking import opens_trace
 if TYPE_CHECKING:
     from kdeval.config import ModelSpec, RunSpec
     from kdeval.efficiency.probes import Engine
+
+# vllm is imported lazily below, and configures its logging when first imported: say where first.
+quiet_engine_logs()
 
 _SHUTDOWN_GRACE_S = 30.0
 

@@ -87,7 +87,7 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:
     )
     d.add_argument("--method", choices=methods.teacher_methods(), default=None)
     d.add_argument("--limit", type=int, default=None, metavar="N", help="first N test examples per task")
-    d.add_argument("--quick", action="store_true", help="a seconds-long smoke run on a few examples")
+    d.add_argument("--quick", action="store_true", help="a smaller smoke run: a few examples, few steps")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

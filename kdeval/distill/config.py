@@ -33,7 +33,10 @@ class DistillConfig(BaseModel):
     teacher: str | None = Field(
         None, description="teacher model directory, hub id, or OpenAI-compatible server URL"
     )
-    train: str = Field(description="JSONL of prompts and, where present, responses")
+    train: str = Field(
+        description="JSONL of prompts and, where present, responses; or a suite or task name "
+        "(nli_synth, nli,qa, math_synth:500): that task's training split, with its own prompts"
+    )
     valid: str | None = Field(None, description="JSONL with responses; its response CE is logged per epoch")
     out: str = Field(
         description="output folder: the trained model (Hugging Face layout) + log, curve, config"

@@ -33,6 +33,7 @@ from kdeval.distill.data import TokenizedExample, collate
 from kdeval.distill.outputs import CURVE, TrainLog, plot_curve, read_summary, write_summary
 from kdeval.distill.setup import Setup, prepare
 from kdeval.errors import UserError
+from kdeval.threads import count_params, using_torch_threads
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -92,7 +93,9 @@ def train(
     log.rewind(position.global_step)
     write_atomic(out / CONFIG_FILE, cfg.to_yaml())
     saver = _Saver(cfg, run, optimizer, scheduler, clock)
-    last = _loop(cfg, run, optimizer, scheduler, total, position, log, progress, on_step, saver)
+    teacher = getattr(run.objective.teacher, "model", None)  # a dense teacher runs in this process
+    with using_torch_threads(count_params([run.student, teacher])):  # the rule in kdeval.threads
+        last = _loop(cfg, run, optimizer, scheduler, total, position, log, progress, on_step, saver)
     return _finish(cfg, run, position, log, last, resumed_from)
 
 

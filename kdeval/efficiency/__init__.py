@@ -14,7 +14,7 @@ Nothing heavy is imported here. `RunResult.efficiency[model]` holds (figures in 
                      between runs on the same device
     backend, dtype   the engine and the dtype the weights were loaded in
     startup_s        engine start (tokenizer, weights, KV cache, worker processes)
-    latency_ms       {mean, p50, p90, p99} end to end, batch-1 requests, all repeats pooled
+    latency_ms       {mean, p50, p90, p99} end to end, batch-1 requests, the used repeats pooled
     ttft_ms          {mean, p50, p90, p99} time to first token;  ttft_method says how
     tpot_ms          {mean, p50, p90, p99} (E2E - TTFT) / (output tokens - 1)
     throughput       {requests_per_s, tokens_per_s (total, as vLLM), output_tokens_per_s,
@@ -23,7 +23,9 @@ Nothing heavy is imported here. `RunResult.efficiency[model]` holds (figures in 
                       peak, host_peak, host_before};  memory_source "pss" (CPU) | "nvml" (GPU)
     n_params, weight_bytes   from the checkpoint files
     output_tokens    {min, max, requested} per request: equal when every request made N tokens
-    repeats          {n, latency_p50_ms {min, median, max}, output_tokens_per_s {min, median, max}}
+    repeats          {n (repeats run), used (those the figures come from), stopped ("stable",
+                      "budget", "max_repeats" or "fixed"), elapsed_s, budget_s, threshold,
+                      latency_p50_ms {min, median, max}, output_tokens_per_s {min, median, max}}
     noisy, warnings  spread over repeats above 10%, or requests cut short
     engine           settings read back from the engine (vLLM: max_num_seqs, max_num_batched_tokens,
                      enforce_eager, dtype, prefix_caching, log_stats, ...), torch_threads_main and

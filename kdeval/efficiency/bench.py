@@ -43,11 +43,21 @@ class BenchConfig:
     throughput_prompts: int = 64  # submitted at once in the throughput pass
     output_len: int = 128
     warmup: int = 3
-    repeats: int = 3
+    repeats: int | None = None  # a fixed number; None: repeat until stable or budget_s is spent
     answers: int = 8  # batch-1 requests of the run's generation tasks, answered in full
+    budget_s: float = 30.0  # seconds of timed latency/throughput passes per model (adaptive)
+    min_repeats: int = 2
+    max_repeats: int = 10
 
     def probe(self) -> ProbeConfig:
-        return ProbeConfig(output_len=self.output_len, warmup=self.warmup, repeats=self.repeats)
+        return ProbeConfig(
+            output_len=self.output_len,
+            warmup=self.warmup,
+            repeats=self.repeats,
+            budget_s=self.budget_s,
+            min_repeats=self.min_repeats,
+            max_repeats=self.max_repeats,
+        )
 
 
 @dataclass(frozen=True)
@@ -304,7 +314,9 @@ def _measure_in_subprocess(
 def _cfg_argv(cfg: BenchConfig) -> list[str]:
     argv = ["--output-len", str(cfg.output_len), "--num-prompts", str(cfg.num_prompts)]
     argv += ["--throughput-prompts", str(cfg.throughput_prompts), "--warmup", str(cfg.warmup)]
-    return argv + ["--repeats", str(cfg.repeats)]
+    argv += ["--budget-s", str(cfg.budget_s), "--min-repeats", str(cfg.min_repeats)]
+    argv += ["--max-repeats", str(cfg.max_repeats)]
+    return argv + (["--repeats", str(cfg.repeats)] if cfg.repeats is not None else [])
 
 
 # -- the command -------------------------------------------------------------------------------
@@ -335,7 +347,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--throughput-prompts", type=int, default=c.throughput_prompts, metavar="N")
     p.add_argument("--warmup", type=int, default=c.warmup, metavar="N", help="untimed batch-1 requests first")
-    p.add_argument("--repeats", type=int, default=c.repeats, metavar="N", help="min/median/max over these")
+    p.add_argument(
+        "--repeats", type=int, default=None, metavar="N",
+        help="exactly N repeats of the latency and throughput passes (default: adaptive, repeated until "
+        "the p50 and tokens/s agree within 10%% over the last 3 repeats or --budget-s is spent)",
+    )  # fmt: skip
+    p.add_argument(
+        "--budget-s", type=float, default=c.budget_s, metavar="S",
+        help=f"adaptive repeats: seconds of timed passes per model (default {c.budget_s:g})",
+    )  # fmt: skip
+    p.add_argument(
+        "--min-repeats", type=int, default=c.min_repeats, metavar="N",
+        help=f"adaptive repeats: at least N (default {c.min_repeats})",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-repeats", type=int, default=c.max_repeats, metavar="N",
+        help=f"adaptive repeats: at most N (default {c.max_repeats})",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("runs/bench"), metavar="DIR")
     p.add_argument(
         "--dtype", default="auto", help="auto (the checkpoint's own) | float32 | bfloat16 | float16"
@@ -392,11 +420,22 @@ def run(args: argparse.Namespace) -> int:
     """`kdeval bench`: writes DIR/bench.json and DIR/bench.md, prints the table."""
     from kdeval.report.cost import bench_markdown
 
-    for flag in ("output_len", "num_prompts", "throughput_prompts", "repeats"):
-        if getattr(args, flag) < 1:
+    for flag in ("output_len", "num_prompts", "throughput_prompts", "repeats", "min_repeats", "max_repeats"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    if args.budget_s <= 0:
+        raise UserError(f"--budget-s must be positive, got {args.budget_s:g}")
     model = _resolve_target(args)
-    cfg = BenchConfig(args.num_prompts, args.throughput_prompts, args.output_len, args.warmup, args.repeats)
+    cfg = BenchConfig(
+        args.num_prompts,
+        args.throughput_prompts,
+        args.output_len,
+        args.warmup,
+        args.repeats,
+        budget_s=args.budget_s,
+        min_repeats=args.min_repeats,
+        max_repeats=max(args.max_repeats, args.min_repeats),
+    )
     prompts = prompt_io.load(args.prompts, max(cfg.num_prompts, cfg.throughput_prompts), args.seed)
     answers = []
     if args.answers is not None:

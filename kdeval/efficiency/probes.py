@@ -10,17 +10,26 @@
   the same amount of work and not on how early each one happens to stop.
 
 The memory sampler watches only the untimed warm-up (its full-batch pass reaches the peak) and
-is paused while anything is timed. The passes repeat `repeats` times. Latency percentiles pool
-the requests of all repeats (more samples for p99); throughput is the median repeat. Each
-headline figure also gets its min / median / max over repeats, and a spread above
-`noisy_spread` flags the run as noisy.
+is paused while anything is timed.
+
+How many times the passes repeat: a fixed `repeats` when set; otherwise (the default) until the
+figures are stable or the time budget is spent (`stop_reason`): after at least `min_repeats`,
+stop once the relative spread ((max - min) / median) of the latency p50 and of output tokens/s
+over the last `window` repeats are both within `noisy_spread` ("stable"); or when one more
+repeat, at the mean pace so far, would take the timed passes past `budget_s` ("budget"); or
+at `max_repeats` ("max_repeats"). In that adaptive mode the figures come from the last `window`
+repeats (the earlier ones only warmed the machine up further); with a fixed count, from all.
+Latency percentiles pool the requests of those repeats (more samples for p99); throughput is
+their median repeat. Each headline figure also gets its min / median / max over them, and a
+spread above `noisy_spread` flags the run as noisy. `repeats` in the figures records what was
+done: repeats run, repeats used, why it stopped, the budget and the threshold.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -77,8 +86,44 @@ class Pausable(Protocol):
 class ProbeConfig:
     output_len: int = 128  # vLLM's `bench latency` default
     warmup: int = 3
-    repeats: int = 3
-    noisy_spread: float = 0.10  # (max - min) / median over repeats
+    repeats: int | None = None  # a fixed number of repeats; None: adaptive (see the module doc)
+    noisy_spread: float = 0.10  # (max - min) / median over repeats: the stability threshold
+    min_repeats: int = 2
+    max_repeats: int = 10
+    budget_s: float = 30.0  # seconds of timed passes per model (adaptive mode)
+    window: int = 3  # the last repeats the stability test and the figures look at
+
+
+def stop_reason(
+    p50s: Sequence[float], tps: Sequence[float], elapsed_s: float, cfg: ProbeConfig
+) -> str | None:
+    """Why the repeats stop after these ones ("fixed", "stable", "max_repeats", "budget"), or None
+    to run another. `p50s` and `tps` hold one latency p50 and one output tokens/s per repeat so
+    far; `elapsed_s` is the time the timed passes took.
+
+    >>> cfg = ProbeConfig(min_repeats=2, budget_s=60)
+    >>> stop_reason([10.0], [100.0], 5, cfg) is None          # fewer than min_repeats
+    True
+    >>> stop_reason([10.0, 10.5], [100.0, 98.0], 10, cfg)      # within 10% over the last repeats
+    'stable'
+    >>> stop_reason([10.0, 14.0], [100.0, 98.0], 10, cfg) is None
+    True
+    >>> stop_reason([10.0, 14.0], [100.0, 98.0], 45, cfg)      # a third repeat would pass 60 s
+    'budget'
+    """
+    n = len(p50s)
+    if cfg.repeats is not None:
+        return "fixed" if n >= cfg.repeats else None
+    if n < max(1, cfg.min_repeats):
+        return None
+    last_p50, last_tps = p50s[-cfg.window :], tps[-cfg.window :]
+    if n > 1 and max(relative_spread(last_p50), relative_spread(last_tps)) <= cfg.noisy_spread:
+        return "stable"
+    if n >= cfg.max_repeats:
+        return "max_repeats"
+    if elapsed_s + elapsed_s / n > cfg.budget_s:
+        return "budget"
+    return None
 
 
 # -- statistics ----------------------------------------------------------------------------------
@@ -216,28 +261,47 @@ def run_probes(
     batch_prompts: list[EnginePrompt],
     cfg: ProbeConfig,
     sampler: Pausable | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, Any]:
-    """Warm up, then `cfg.repeats` × (latency pass, throughput pass); the figures for results.json.
+    """Warm up, then (latency pass, throughput pass) repeated until `stop_reason` says stop; the
+    figures for results.json.
 
     The memory sampler runs through the warm-up (whose full-batch pass reaches the peak) and is
     paused for every timed pass: reading /proc costs CPU that the requests need, and sampling
     during the throughput pass made it up to a fifth slower than `vllm bench throughput`."""
     warm_up(engine, latency_prompts, batch_prompts, cfg, full_batch=sampler is not None)
-    timings: list[Timing] = []
+    runs: list[list[Timing]] = []
     p50s: list[float] = []
+    tps: list[float] = []
     batches: list[Batch] = []
     if sampler:
         sampler.pause()
+    start = clock()
     try:
-        for _ in range(cfg.repeats):
+        while True:
             run = latency_pass(engine, latency_prompts, cfg.output_len)
-            timings += run
+            runs.append(run)
             p50s.append(1000 * percentile([t.e2e_s for t in run], 50))
             batches.append(engine.all(batch_prompts, cfg.output_len))
+            tps.append(batches[-1].output_tokens / batches[-1].elapsed_s)
+            stopped = stop_reason(p50s, tps, clock() - start, cfg)
+            if stopped is not None:
+                break
     finally:
         if sampler:
             sampler.resume()
-    return _figures(timings, p50s, batches, cfg, engine.ttft_method)
+    used = len(runs) if cfg.repeats is not None else min(cfg.window, len(runs))
+    timings = [t for run in runs[-used:] for t in run]
+    figures = _figures(timings, p50s[-used:], batches[-used:], cfg, engine.ttft_method)
+    figures["repeats"] |= {
+        "n": len(runs),
+        "used": used,
+        "stopped": stopped,
+        "elapsed_s": _r(clock() - start),
+        "budget_s": None if cfg.repeats is not None else cfg.budget_s,
+        "threshold": cfg.noisy_spread,
+    }
+    return figures
 
 
 def _figures(
@@ -261,7 +325,7 @@ def _figures(
         "throughput": median_throughput(batches),
         "output_tokens": {"min": min(out_tokens), "max": max(out_tokens), "requested": cfg.output_len},
         "repeats": {
-            "n": cfg.repeats,
+            "n": len(p50s),
             "latency_p50_ms": spread(p50s),
             "output_tokens_per_s": spread(tps),
         },

@@ -24,9 +24,14 @@ if TYPE_CHECKING:
     from kdeval.gate.rules import GateConfig, LoadedConfig, Rule
     from kdeval.gate.run import Options
 
+#: The rules checked when neither --rule nor gate.yaml's rules: gives any: the overall score (the
+#: mean over families of each task's primary metric) may not drop by more than 1 point, significantly.
+DEFAULT_RULES = ("overall:-1pt",)
+
 _RULE_HELP = (
     "a rule (repeatable): PATH:TOLERANCE such as qa.f1:-1pt, math.accuracy:-2%%, latency.p50:+10%%; "
-    "or PATH>=BOUND such as qa.f1>=70, retention>=0.90"
+    "or PATH>=BOUND such as qa.f1>=70, retention>=0.90 "
+    f"(default, when neither --rule nor gate.yaml gives one: {' '.join(DEFAULT_RULES)})"
 )
 
 
@@ -117,6 +122,9 @@ def _plan(args: argparse.Namespace) -> _Plan:
     loaded = load_config(args.config) if args.config else None
     cfg = loaded.config if loaded else None
     rules = [*(loaded.rules if loaded else []), *(parse_rule(r, where="--rule") for r in args.rule)]
+    if not rules and not args.compare_only:
+        print(f"kdeval gate: no rules given; using the default {', '.join(DEFAULT_RULES)}", file=sys.stderr)
+        rules = [parse_rule(r, where="default rule") for r in DEFAULT_RULES]
     plan = _Plan(loaded, rules, _options(args, cfg), args.baseline or (cfg.baseline_results if cfg else None))
     _check_inputs(args, plan, has_compare=bool(cfg and cfg.compare))
     return plan
@@ -143,10 +151,6 @@ def _check_inputs(args: argparse.Namespace, plan: _Plan, *, has_compare: bool) -
     if args.candidate is None and not has_compare:
         raise UserError(
             "no candidate run", fix="pass --candidate NEW/results.json or add a compare: section to gate.yaml"
-        )
-    if not plan.rules:
-        raise UserError(
-            "no rules to check", fix="pass --rule (e.g. --rule 'overall:-1pt') or --config gate.yaml"
         )
     if args.candidate is not None and has_compare:
         print("kdeval gate: --candidate given, so gate.yaml's compare: section is not run", file=sys.stderr)

@@ -276,13 +276,37 @@ def _method_line(efficiency: Efficiency) -> str:
     def known(x: object) -> object:
         return "?" if x is None else x
 
+    adaptive = fig.repeats is not None and fig.repeats.stopped not in (None, "fixed")
+    times = "" if adaptive else f" × {known(fig.repeats and fig.repeats.n)} repeats"
     return (
         f"Measured on {known(fig.device)} with `{known(fig.backend)}` in its own phase: "
-        f"{known(w.latency_requests)} batch-1 requests × {known(fig.repeats and fig.repeats.n)} "
-        f"repeats after {known(w.warmup)} warm-up for latency, {known(w.throughput_requests)} "
-        f"requests at once for throughput, {known(w.output_len)} output tokens per request "
-        f"(EOS ignored){_answers_method(fig)}. vllm {v.get('vllm') or '—'}, torch {v.get('torch')}, "
+        f"{known(w.latency_requests)} batch-1 requests{times} after {known(w.warmup)} warm-up for "
+        f"latency, {known(w.throughput_requests)} requests at once for throughput, "
+        f"{known(w.output_len)} output tokens per request (EOS ignored){_repeats_method(efficiency)}"
+        f"{_answers_method(fig)}. vllm {v.get('vllm') or '—'}, torch {v.get('torch')}, "
         f"transformers {v.get('transformers')}."
+    )
+
+
+_STOPPED = {"stable": "stable", "budget": "budget spent", "max_repeats": "at the most repeats"}
+
+
+def _repeats_method(efficiency: Efficiency) -> str:
+    """How long the adaptive cost phase ran per model and why it stopped; "" for fixed repeats."""
+    reps = {n: f.repeats for n, f in efficiency.items() if f.error is None and f.repeats is not None}
+    adaptive = {n: r for n, r in reps.items() if r.stopped not in (None, "fixed")}
+    if not adaptive:
+        return ""
+    first = next(iter(adaptive.values()))
+    threshold = f"{100 * first.threshold:.0f}%" if first.threshold is not None else "the threshold"
+    budget = f"{first.budget_s:g} s" if first.budget_s is not None else "the time budget"
+    each = "; ".join(
+        f"{name} {r.n} ({_STOPPED.get(str(r.stopped), str(r.stopped))}, figures from the last {r.used})"
+        for name, r in adaptive.items()
+    )
+    return (
+        f"; both passes repeated until the latency p50 and output tokens/s agreed within {threshold} over "
+        f"the last repeats, or {budget} of timed passes per model were spent — repeats: {each}"
     )
 
 
