@@ -112,6 +112,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--out", type=Path, default=None, metavar="FILE", help="default: report.md beside the results"
     )
+    x = sub.add_parser("export", help="write a run's scores or samples, or a leaderboard, as CSV or Parquet")
+    x.add_argument("results", type=Path, nargs="+", metavar="DIR/results.json")
+    x.add_argument(
+        "--out", type=Path, required=True, metavar="FILE", help="FILE.csv, or FILE.parquet (needs pyarrow)"
+    )
+    x.add_argument(
+        "--table",
+        choices=["scores", "samples", "leaderboard"],
+        default="scores",
+        help="scores (default) or samples of one run; leaderboard of several",
+    )
+    x.add_argument("--model", metavar="NAME", help="samples of this model only")
+    x.add_argument("--task", metavar="TASK", help="samples of this task only")
+    x.add_argument(
+        "--sort", default="overall", metavar="KEY", help="leaderboard order (as kdeval leaderboard)"
+    )
     add_gate_parsers(sub)
     add_distill_parsers(sub)
     return parser
@@ -278,6 +294,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from kdeval.frames import export
+
+    n = export(args.table, args.results, args.out, model=args.model, task=args.task, sort=args.sort)
+    print(f"wrote {args.out} ({n} rows)", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from kdeval.backends.enginelogs import quiet_engine_logs
 
@@ -301,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from kdeval.gate.cli import run as run_gate_cli
 
             return run_gate_cli(args)
+        if args.command == "export":
+            return cmd_export(args)
         return cmd_report(args)
     except UserError as exc:
         print(f"kdeval: error: {exc}", file=sys.stderr)

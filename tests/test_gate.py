@@ -5,11 +5,13 @@ from __future__ import annotations
 import doctest
 import json
 import math
+import re
 import shutil
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -20,7 +22,7 @@ from kdeval.errors import UserError
 from kdeval.gate import render, rules, stats
 from kdeval.gate.cli import main
 from kdeval.gate.rules import Floor, MetricPath, Tolerance, load_config, parse_rule
-from kdeval.gate.run import GateResult, Options, gate
+from kdeval.gate.run import Context, GateResult, NoData, Options, Outcome, gate
 from kdeval.gate.stats import bootstrap, mcnemar_exact, p_below, part_from_records
 from kdeval.metrics import METRICS
 from tests.fakes_gate import checkpoint, run_compare
@@ -410,3 +412,89 @@ def test_ci_example_runs_the_gate() -> None:
     # gate.yaml's compare: section runs `kdeval compare`: on main to store the run, on PRs to gate it
     assert any("kdeval gate --config gate.yaml --compare-only" in s for s in steps)
     assert any("kdeval gate --config gate.yaml --summary-md" in s for s in steps)
+
+
+# --- rule kinds are a registry: a new kind is one class and one registration --------------------
+
+
+@dataclass(frozen=True)
+class _MinExamples(rules.Rule):
+    """A custom kind: `examples(TASK)>=N`, the candidate run must score TASK on N examples."""
+
+    kind: ClassVar[str] = "min_examples"
+    form: ClassVar[str] = "examples(TASK)>=N"
+
+    text: str
+    task: str
+    count: int
+
+    @classmethod
+    def parse(cls, text: str, where: str | None = None) -> _MinExamples | None:
+        m = re.fullmatch(r"examples\((\w+)\)>=(\d+)", text.strip())
+        return cls(text.strip(), m[1], int(m[2])) if m else None
+
+    def evaluate(self, ctx: Context) -> Outcome:
+        n = {t.name: t.n_examples for t in ctx.cand.result.tasks}.get(self.task)
+        if n is None:
+            raise NoData(f"the candidate run has no task {self.task}")
+        ok = n >= self.count
+        why = f"{n} examples" + ("" if ok else f", fewer than {self.count}")
+        return Outcome(
+            self, "pass" if ok else "fail", None, n, n - self.count, None, None, "", None, "", n, why
+        )
+
+    def baseline_cell(self, o: Outcome) -> str:
+        return f">= {self.count}"
+
+    def values(self, o: Outcome) -> str:
+        return f"{o.candidate:g} examples (need {self.count})"
+
+
+def test_a_custom_rule_kind_parses_evaluates_and_renders_itself(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(UserError, match=r"expected PATH:TOLERANCE \(.*\) or PATH>=BOUND$"):
+        parse_rule("examples(gate_qa)>=10")
+    monkeypatch.setitem(rules.RULE_KINDS, _MinExamples.kind, _MinExamples)
+    with pytest.raises(UserError, match=r"PATH>=BOUND or examples\(TASK\)>=N$"):
+        parse_rule("nonsense")
+    assert parse_rule("examples(gate_qa)>=10") == _MinExamples("examples(gate_qa)>=10", "gate_qa", 10)
+    assert isinstance(parse_rule("qa.f1:-1pt"), Tolerance)  # built-ins still come first
+
+    result = _gate(runs, "rerun", "examples(gate_qa)>=10", "examples(gate_qa)>=100000", "examples(nope)>=1")
+    assert [o.status for o in result.outcomes] == ["pass", "fail", "no data"]
+    assert render.line(result.outcomes[1]).startswith("FAIL    examples(gate_qa)>=100000: ")
+    assert "examples (need 100000)" in render.line(result.outcomes[1])
+    assert "| `examples(gate_qa)>=100000` | >= 100000 |" in render.markdown(result)
+    cases = ET.fromstring(render.junit(result)).iter("testcase")
+    assert [c[0].tag for c in cases] == ["system-out", "failure", "error"]
+
+    # the same kind from the command line and gate.yaml, mixed with built-ins
+    config = tmp_path / "gate.yaml"
+    config.write_text("rules:\n  - examples(gate_qa)>=10\n  - gate_qa.f1>=1\n")
+    code, out, _ = _cli(
+        capsys, "--baseline", str(runs["main"]), "--candidate", str(runs["rerun"]), "--config", str(config)
+    )
+    assert code == 0 and out.startswith("pass    examples(gate_qa)>=10: ")
+
+
+def test_rule_kinds_come_from_entry_points(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class _EP:
+        def __init__(self, name: str, obj: object) -> None:
+            self.name, self.value, self._obj = name, f"tests:{name}", obj
+
+        def load(self) -> object:
+            if isinstance(self._obj, Exception):
+                raise self._obj
+            return self._obj
+
+    eps = [_EP("min_examples", _MinExamples), _EP("broken", ImportError("no module named x"))]
+    monkeypatch.setattr(rules, "RULE_KINDS", dict(rules.RULE_KINDS))
+    monkeypatch.setattr(rules, "_plugins_loaded", False)
+    monkeypatch.setattr(rules, "entry_points", lambda group: eps if group == "kdeval.gate_rules" else [])
+    assert isinstance(parse_rule("examples(gate_qa)>=3"), _MinExamples)
+    assert "gate rule plugin 'broken' (tests:broken) failed to load" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="already registered"):
+        rules.register_rule_kind(type("Other", (_MinExamples,), {}))

@@ -39,15 +39,15 @@ def pick_model(run: LoadedRun, name: str | None) -> str:
 
 def differences(base: LoadedRun, cand: LoadedRun, ma: str, mb: str, rules: Sequence[Rule]) -> list[str]:
     """Why the two runs cannot be compared for these rules (empty when they can)."""
-    from kdeval.gate.rules import Tolerance  # here, so `kdeval --help` does not load yaml/pydantic
     from kdeval.runs import model_differences, setting_differences, task_differences
 
-    scopes = sorted({r.path.scope for r in rules if r.path.kind == "quality" and isinstance(r, Tolerance)})
+    needs = [r.needs() for r in rules]  # each rule kind says what it needs the runs to share
+    scopes = sorted({scope for n in needs for scope in n.scopes})
     out = setting_differences(base.result, cand.result)
     out += model_differences(base.result, ma, cand.result, mb)  # the gated model's own settings
     for scope in scopes:
         out += task_differences(base, cand, scope)
-    if any(isinstance(r, Tolerance) and r.path.kind == "efficiency" for r in rules):
+    if any(n.same_device for n in needs):
         devices = [
             fig.device if (fig := r.efficiency.get(n)) else None
             for r, n in ((base.result, ma), (cand.result, mb))

@@ -10,7 +10,6 @@ import math
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 
-from kdeval.gate.rules import Floor
 from kdeval.gate.run import GateResult, Outcome
 
 _MARK = {"pass": "✅", "fail": "❌", "no data": "⚠️"}
@@ -49,14 +48,8 @@ def effect(o: Outcome) -> str:
     return text
 
 
-def _baseline_cell(o: Outcome) -> str:
-    if isinstance(o.rule, Floor):
-        return f"{o.rule.op} {o.rule.bound:g}"
-    return number(o.baseline, _base_unit(o))
-
-
 def _base_unit(o: Outcome) -> str:
-    return o.rule.path.unit  # values stay in the metric's unit even when the rule is in %
+    return o.rule.value_unit  # values stay in the metric's unit even when the rule is in %
 
 
 def line(o: Outcome) -> str:
@@ -64,11 +57,7 @@ def line(o: Outcome) -> str:
     head = f"{_WORD[o.status]:<7} {o.rule.text}"
     if o.status == "no data":
         return f"{head}: {o.reason}"
-    values = (
-        f"{number(o.candidate, _base_unit(o))} (bound {o.rule.bound:g})"
-        if isinstance(o.rule, Floor)
-        else f"{number(o.baseline, _base_unit(o))} -> {number(o.candidate, _base_unit(o))}"
-    )
+    values = o.rule.values(o)  # each rule kind renders its own values and baseline cell
     detail = ", ".join(x for x in (o.test, f"n = {o.n}" if o.n else "") if x)
     return f"{head}: {values}, effect {effect(o)}, p = {p_value(o.p_value)} ({detail}): {o.reason}"
 
@@ -109,7 +98,7 @@ def markdown(r: GateResult) -> str:
         n = str(o.n) if o.n else "—"
         test = o.test or "—"
         rows.append(
-            f"| {_MARK[o.status]} | `{o.rule.text}` | {_baseline_cell(o)} | "
+            f"| {_MARK[o.status]} | `{o.rule.text}` | {o.rule.baseline_cell(o)} | "
             f"{number(o.candidate, _base_unit(o))} | {effect(o)} | {p_value(o.p_value)} | {test} | {n} | "
             f"{o.reason} |"
         )
