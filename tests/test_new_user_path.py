@@ -265,3 +265,36 @@ def test_docstring_examples_of_the_stop_rule_and_thread_rule(monkeypatch: pytest
     for module in (probes, threads):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0
+
+
+# -- a CPU engine's KV cache --------------------------------------------------------------------
+
+
+def test_cpu_kv_cache_is_sane_unless_the_user_chose_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kdeval.backends.vllm import CPU_KV_CACHE_MAX_BYTES, cpu_kv_cache
+
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    size = cpu_kv_cache({})["kv_cache_memory_bytes"]
+    assert 256 << 20 <= size <= CPU_KV_CACHE_MAX_BYTES
+    assert cpu_kv_cache({"kv_cache_memory_bytes": 1 << 30}) == {}  # a model's own option wins
+    assert cpu_kv_cache({"gpu_memory_utilization": 0.3}) == {}
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "2")
+    assert cpu_kv_cache({}) == {}  # vLLM's own variable wins
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+@pytest.mark.skipif(not vllm_available(), reason="vllm is not installed")
+def test_compare_on_vllm_cpu_needs_no_kv_cache_variable(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """vLLM's CPU default reserves 92% of the RAM and refuses to start when less is free; the
+    README's commands must work without VLLM_CPU_KVCACHE_SPACE."""
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_CPU_KVCACHE_SPACE"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "kdeval.cli", "compare", "--model", f"m={tiny_model_dir}", "--backend", "vllm"]
+        + ["--task", "qa_synth", "--limit", "2", "--no-efficiency", "--quiet", "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
