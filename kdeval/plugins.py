@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 
 from kdeval.errors import UserError
@@ -24,6 +24,8 @@ _ORDER = ("nli", "qa", "math", "summarization", "conversation")
 @dataclass
 class Catalog:
     suites: dict[str, Suite]
+    #: suites (and their tasks) refused at load, by name: the reason is raised when one is asked for
+    broken: dict[str, UserError] = field(default_factory=dict)
 
     @property
     def tasks(self) -> dict[str, Task]:
@@ -37,6 +39,9 @@ class Catalog:
         task the user gave data for; with no suite or task named, the data's tasks alone (or, with
         no data either, the offline tasks of every suite)."""
         known = self.tasks
+        for name in [*suites, *tasks, *data_tasks]:
+            if name in self.broken and name not in known and name not in self.suites:
+                raise self.broken[name]
         for name in suites:
             if name not in self.suites:
                 raise UserError(
@@ -86,6 +91,7 @@ def load_catalog() -> Catalog:
     only = os.environ.get("KDEVAL_LOAD_PLUGINS")
     allowed = None if only is None else {n.strip() for n in only.split(",") if n.strip()}
     suites: dict[str, Suite] = {}
+    broken: dict[str, UserError] = {}
     seen_tasks: dict[str, str] = {}
     eps = entry_points(group=GROUP)
     for ep in sorted(eps, key=lambda e: (_ORDER.index(e.name) if e.name in _ORDER else len(_ORDER), e.name)):
@@ -104,8 +110,16 @@ def load_catalog() -> Catalog:
                 f"kdeval: warning: plugin '{ep.name}' is not a kdeval.tasks.Suite; skipped", file=sys.stderr
             )
             continue
+        try:
+            for task in suite.tasks:
+                check_metrics(task, f"suite plugin '{ep.name}' ({ep.value})")
+        except UserError as exc:
+            # Asked for, it is this one line (exit 2, before any model runs); otherwise it is
+            # skipped with a warning, as a plugin that fails to import is.
+            print(f"kdeval: warning: {exc}; its suite is skipped", file=sys.stderr)
+            broken |= {name: exc for name in (ep.name, suite.name, *(t.name for t in suite.tasks))}
+            continue
         for task in suite.tasks:
-            check_metrics(task, f"suite plugin '{ep.name}' ({ep.value})")
             if task.name in seen_tasks:
                 raise UserError(
                     f"task '{task.name}' is defined by two suites, "
@@ -114,4 +128,4 @@ def load_catalog() -> Catalog:
                 )
             seen_tasks[task.name] = suite.name
         suites[suite.name] = suite
-    return Catalog(suites)
+    return Catalog(suites, broken)
