@@ -165,7 +165,10 @@ def run_config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path | No
         data["models"] = {n: e.model_dump(exclude_unset=True) for n, e in config.models.items()}
     models: dict[str, dict[str, Any]] = data.setdefault("models", {})
     given = [(r, getattr(args, r)) for r in ("teacher", "baseline", "distilled") if getattr(args, r)]
-    for name, path in given + [parse_assignment(x, "--model") for x in args.model]:
+    named = given + [parse_assignment(x, "--model") for x in args.model]
+    for name, path in named:
+        if sum(n == name for n, _ in named) > 1:
+            raise UserError(f"model name used twice: {name}", fix="give each model its own name")
         models[name] = {"path": path}
     for name, backend in (parse_assignment(x, "--model-backend") for x in args.model_backend):
         _entry(models, name, "--model-backend")["backend"] = backend

@@ -234,8 +234,7 @@ def test_gate_without_rules_uses_the_documented_default(
     add_parsers(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["gate", "--baseline", "a.json", "--candidate", "b.json"])
     plan = _plan(args)
-    assert [r.text for r in plan.rules] == list(DEFAULT_RULES)
-    assert "default overall:-1pt" in capsys.readouterr().err
+    assert [r.text for r in plan.rules] == list(DEFAULT_RULES)  # said once the runs load (test_gate)
     readme = (ROOT / "README.md").read_text()
     assert all(f"`{r}`" in readme for r in DEFAULT_RULES)
 

@@ -95,6 +95,10 @@ def cmd_gate(args: argparse.Namespace) -> int:
         candidate = args.candidate or _run_compare(args, plan)
         assert plan.baseline is not None  # _plan refuses a gate without one
         result = gate(plan.baseline, candidate, plan.rules, plan.options)
+        if not args.rule and not args.config:  # said once the runs loaded, so an error stays one line
+            print(
+                f"kdeval gate: no rules given; used the default {', '.join(DEFAULT_RULES)}", file=sys.stderr
+            )
     except UserError as exc:
         _write_unusable(args, str(exc))  # CI still gets a comment and a red test saying why
         raise
@@ -123,7 +127,6 @@ def _plan(args: argparse.Namespace) -> _Plan:
     cfg = loaded.config if loaded else None
     rules = [*(loaded.rules if loaded else []), *(parse_rule(r, where="--rule") for r in args.rule)]
     if not rules and not args.compare_only:
-        print(f"kdeval gate: no rules given; using the default {', '.join(DEFAULT_RULES)}", file=sys.stderr)
         rules = [parse_rule(r, where="default rule") for r in DEFAULT_RULES]
     plan = _Plan(loaded, rules, _options(args, cfg), args.baseline or (cfg.baseline_results if cfg else None))
     _check_inputs(args, plan, has_compare=bool(cfg and cfg.compare))
