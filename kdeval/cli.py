@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from kdeval import __version__
 from kdeval.distill.cli import COMMANDS as DISTILL_COMMANDS
@@ -100,8 +100,16 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with kdeval's error contract: one line (what, how to fix), exit 2, no usage dump.
+    Sub-commands' parsers are made from the same class (argparse's default parser_class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kdeval", description="Did your distillation work?")
+    parser = OneLineParser(prog="kdeval", description="Did your distillation work?")
     parser.add_argument("--version", action="version", version=f"kdeval {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("suites", help="list every suite and task")

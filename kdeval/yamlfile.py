@@ -170,5 +170,5 @@ def validation_error(
     elif err["type"] == "missing":
         what = f"missing key '{key}'"
     else:
-        what = f"{key}: {msg}"
+        what = f"{key}: {msg}" if key else msg
     return UserError(what, where=f"{file}:{line_of(lines, loc)}", fix=fix)

