@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from kdeval.backends.base import GenerationSettings
 from kdeval.errors import UserError
 
+#: More samples per example than any published protocol uses (AIME's pass@k goes to 64-1024).
+MAX_SAMPLES = 1024
 Role = Literal["teacher", "baseline", "distilled", "other"]
 ROLES: tuple[Role, ...] = ("teacher", "baseline", "distilled")
 #: dtype names every backend understands; "auto" is the checkpoint's own (see resolve_dtype).
@@ -112,7 +114,7 @@ class RunSpec(BaseModel):
     #: generation budgets overriding the tasks' own: task name -> tokens ("*" = every task)
     max_tokens: dict[str, int] = Field(default_factory=dict)
     #: samples per example of generation tasks (mean@N, pass@k, maj@N); needs temperature > 0
-    samples: int = Field(default=1, ge=1)
+    samples: int = Field(default=1, ge=1, le=MAX_SAMPLES)
 
     _dtype = field_validator("dtype")(check_dtype)
 

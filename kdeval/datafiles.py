@@ -73,6 +73,8 @@ def _open_check(path: Path) -> None:
         raise UserError("data file not found", where=str(path), fix="check the path given to --data")
     if path.is_dir():
         raise UserError("expected a data file, got a directory", where=str(path), fix="pass the file itself")
+    if not path.is_file():  # a FIFO, socket or device would block or never end
+        raise UserError("not a regular file", where=str(path), fix="pass a data file saved on disk")
     if path.stat().st_size > max_file_bytes():
         raise _too_big("the file", str(path), MAX_FILE_ENV, DEFAULT_MAX_FILE_MB)
 
@@ -181,6 +183,13 @@ def read_csv(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
                 continue
             if header is None:
                 header = row
+                twice = sorted({h for h in row if row.count(h) > 1})
+                if twice:
+                    raise UserError(
+                        f"the header names column(s) {', '.join(map(repr, twice))} twice",
+                        where=f"{path}:{lineno}",
+                        fix="give every column its own name",
+                    )
                 continue
             if len(row) != len(header):
                 raise UserError(
@@ -213,6 +222,18 @@ def require(obj: Mapping[str, Any], fields: Sequence[str], where: str) -> None:
                 where=where,
                 fix="check that the file has the expected format for this task",
             )
+
+
+def id_of(value: Any, where: str, field: str = "id") -> str:
+    """An example id as text: a string or an integer; anything else (null, an object, a list,
+    true) is a UserError rather than an id made of its printed form."""
+    if isinstance(value, bool) or not isinstance(value, str | int) or not str(value).strip():
+        raise UserError(
+            f"field '{field}' must be a non-empty string or an integer, got {json.dumps(value)[:60]}",
+            where=where,
+            fix="give every record its own id",
+        )
+    return str(value)
 
 
 def unique_ids(located: Sequence[tuple[str, str]]) -> None:

@@ -39,7 +39,7 @@ from pydantic import (
     model_validator,
 )
 
-from kdeval.config import ROLES, ModelSpec, RunSpec, check_dtype, check_sampling
+from kdeval.config import MAX_SAMPLES, ROLES, ModelSpec, RunSpec, check_dtype, check_sampling
 from kdeval.errors import UserError
 from kdeval.yamlfile import Lines, line_of, read_yaml, validation_error
 
@@ -85,7 +85,7 @@ class CompareSettings(BaseModel):
     backend: str | None = Field(
         default=None, description="for models that name none (default: vllm when it imports)"
     )
-    limit: int | None = Field(default=None, ge=1)
+    limit: int | None = Field(default=None, ge=1, strict=True)  # `limit: true` is not 1
     out: Path | None = None
     efficiency: bool = Field(default=True, description="measure latency, throughput and memory too")
     seed: int = 0
@@ -99,7 +99,9 @@ class CompareSettings(BaseModel):
     max_tokens: Annotated[dict[str, int], BeforeValidator(_budgets)] = Field(
         default_factory=dict, description="N for every task, or {task: N}"
     )
-    samples: int = Field(default=1, ge=1, description="samples per example (mean@N, pass@k, maj@N)")
+    samples: int = Field(
+        default=1, ge=1, le=MAX_SAMPLES, description="samples per example (mean@N, pass@k, maj@N)"
+    )
 
     _dtype = field_validator("dtype")(check_dtype)
 

@@ -52,7 +52,7 @@ def read_results(path: Path) -> RunResult:
         )
     if raw.get("schema_version") != SCHEMA_VERSION:
         raise UserError(
-            f"results schema version {raw.get('schema_version')} is not supported "
+            f"results schema version {raw.get('schema_version')!r} is not supported "
             f"(this kdeval reads {SCHEMA_VERSION})",
             where=str(path),
             fix="re-run `kdeval compare` with this version",

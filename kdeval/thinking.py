@@ -124,7 +124,7 @@ def parse(value: str, where: str | None = None) -> tuple[str, str] | None | Lite
     if v in ("off", "none", ""):
         return None
     start, sep, end = v.partition(",")
-    if not sep or not start.strip() or not end.strip() or start.strip() == end.strip():
+    if not sep or not start.strip() or not end.strip() or start.strip() == end.strip() or "," in end:
         raise UserError(
             f"thinking delimiters must be 'START,END', 'auto' or 'off', got '{value}'",
             where=where,

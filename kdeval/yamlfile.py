@@ -42,6 +42,7 @@ def read_yaml(file: Path, *, missing: str, fix: str) -> tuple[Any, Lines]:
         if node is None:
             return None, {}
         check_expansion(node, file)
+        check_duplicate_keys(node, file)
         lines = key_lines(node)
         return loader.construct_document(node), lines
     except yaml.MarkedYAMLError as exc:
@@ -69,6 +70,33 @@ def read_yaml(file: Path, *, missing: str, fix: str) -> tuple[Any, Lines]:
     finally:
         if loader is not None:
             loader.dispose()
+
+
+def check_duplicate_keys(root: yaml.Node, file: Path) -> None:
+    """A key written twice in one mapping is refused at its second line (PyYAML would silently
+    keep the last one, so a run file could say two things and mean one)."""
+    seen_nodes: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen_nodes:
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[str, int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    line = key.start_mark.line + 1
+                    if key.value in first:
+                        raise UserError(
+                            f"key '{key.value}' is given twice (first at line {first[key.value]})",
+                            where=f"{file}:{line}",
+                            fix="keep one of them",
+                        )
+                    first[key.value] = line
+                stack += [key, value]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += node.value
 
 
 def check_expansion(root: yaml.Node, file: Path, limit: int = MAX_NODES) -> None:

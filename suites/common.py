@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kdeval.datafiles import read_jsonl, require, unique_ids, write_atomic
+from kdeval.datafiles import id_of, read_jsonl, require, unique_ids, write_atomic
 from kdeval.errors import UserError
 from kdeval.tasks import Example, Output
 
@@ -41,7 +41,7 @@ def load_records(
     for lineno, obj in read_jsonl(path):
         where = f"{path}:{lineno}"
         require(obj, ["id", *fields], where)
-        located.append((Example(str(obj["id"]), parse(obj, where)), where))
+        located.append((Example(id_of(obj["id"], where), parse(obj, where)), where))
     return unique_examples(located)
 
 
@@ -66,7 +66,7 @@ def need_file(task_name: str, data_source: str, path: Path | None) -> Path:
 
 
 def require_str(obj: Mapping[str, Any], name: str, where: str) -> str:
-    """A field that must be a string (after `require` made sure it is there)."""
+    """A field that must be a non-empty string (after `require` made sure it is there)."""
     value = obj[name]
     if not isinstance(value, str):
         raise UserError(
@@ -74,6 +74,8 @@ def require_str(obj: Mapping[str, Any], name: str, where: str) -> str:
             where=where,
             fix="check that the file has the expected format for this task",
         )
+    if not value.strip():
+        raise UserError(f"field '{name}' is empty", where=where, fix="every record needs this field's text")
     return value
 
 

@@ -140,6 +140,9 @@ def run(args: argparse.Namespace) -> int:
     from kdeval.distill import train
 
     cfg = config_from_args(args)
+    from kdeval.outdir import check_out
+
+    check_out(Path(cfg.out))  # a file or an unwritable folder: one line, before any model loads
     result = train(cfg, resume=args.resume, progress=not args.quiet)
     print(
         f"distilled {cfg.method}: {result.steps} steps, final loss {result.final_loss:.4f}, "

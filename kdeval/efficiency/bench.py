@@ -425,6 +425,11 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     if args.budget_s <= 0:
         raise UserError(f"--budget-s must be positive, got {args.budget_s:g}")
+    if args.min_repeats > args.max_repeats:
+        raise UserError(
+            f"--min-repeats {args.min_repeats} is more than --max-repeats {args.max_repeats}",
+            fix="give a minimum no larger than the maximum",
+        )
     model = _resolve_target(args)
     cfg = BenchConfig(
         args.num_prompts,
@@ -434,7 +439,7 @@ def run(args: argparse.Namespace) -> int:
         args.repeats,
         budget_s=args.budget_s,
         min_repeats=args.min_repeats,
-        max_repeats=max(args.max_repeats, args.min_repeats),
+        max_repeats=args.max_repeats,
     )
     prompts = prompt_io.load(args.prompts, max(cfg.num_prompts, cfg.throughput_prompts), args.seed)
     answers = []

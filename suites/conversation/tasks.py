@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kdeval.datafiles import read_jsonl, require, unique_ids
+from kdeval.datafiles import id_of, read_jsonl, require, unique_ids
 from kdeval.errors import UserError
 from kdeval.metrics import get_metric, normalize_text
 from kdeval.tasks import Example, GenerateRequest, Message, Output, Request, Scored, Task
@@ -162,7 +162,7 @@ def reference_answers(path: Path) -> dict[str, list[str]]:
                 fix="use FastChat's layout",
             )
         require(choices[0], ["turns"], where)
-        qid = str(obj["question_id"])
+        qid = id_of(obj["question_id"], where, "question_id")
         located.append((qid, where))
         answers[qid] = two_turns(choices[0], "turns", where)
     unique_ids(located)  # a repeated answer would silently replace the first
@@ -170,7 +170,7 @@ def reference_answers(path: Path) -> dict[str, list[str]]:
 
 
 def mt_bench_example(obj: dict[str, Any], answers: dict[str, list[str]], where: str) -> Example:
-    qid = str(obj["question_id"])
+    qid = id_of(obj["question_id"], where, "question_id")
     sources = [answers.get(qid, [])]
     if obj.get("reference") is not None:  # the item's own short answers, "" where a turn has none
         sources.append(require_str_list(obj, "reference", where))

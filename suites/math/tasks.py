@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kdeval.datafiles import read_jsonl, require
+from kdeval.datafiles import id_of, read_jsonl, require
 from kdeval.errors import UserError
 from kdeval.metrics import extract_final_number, get_metric
 from kdeval.tasks import Example, GenerateRequest, Message, Output, Request, Scored, Task, user_turn
@@ -188,7 +188,7 @@ class BoxedMathTask(Task):
                 )
             gold = gold_answer(obj, where, expected)
             key = next((k for k in self.id_fields if obj.get(k) is not None), None)
-            ex_id = str(obj[key]) if key else f"L{lineno}"
+            ex_id = id_of(obj[key], where, key) if key else f"L{lineno}"
             extra = {k: obj[k] for k in self.extra_fields if obj.get(k) is not None}
             located.append((Example(ex_id, {"problem": problem, "gold": gold, **extra}), where))
         return unique_examples(located)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kdeval.datafiles import read_csv, read_jsonl, require
+from kdeval.datafiles import id_of, read_csv, read_jsonl, require
 from kdeval.errors import UserError
 from kdeval.metrics import mean_row
 from kdeval.tasks import ChoiceRequest, Example, Message, Output, Request, Scored, Task, user_turn
@@ -101,7 +101,8 @@ class Anli(NliTask):
             where = f"{path}:{lineno}"
             require(row, ["uid", "context", "statement", "gold_label"], where)
             label = _label(row["gold_label"], self._GOLD, "gold_label", where)
-            located.append((Example(row["uid"], _pair(row["context"], row["statement"], label)), where))
+            pair = _pair(require_str(row, "context", where), require_str(row, "statement", where), label)
+            located.append((Example(id_of(row["uid"], where, "uid"), pair), where))
         return unique_examples(located)
 
 

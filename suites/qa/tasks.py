@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kdeval.datafiles import read_json, read_jsonl, require
+from kdeval.datafiles import id_of, read_json, read_jsonl, require
 from kdeval.errors import UserError
 from kdeval.metrics import get_metric, normalize_answer
 from kdeval.tasks import Example, GenerateRequest, Message, Output, Request, Scored, Task, user_turn
@@ -116,12 +116,13 @@ class Squad(QaTask):
         answers = _items(qa, "answers", where)
         for n, answer in enumerate(answers):
             require(answer, ["text"], f"{where}.answers[{n}]")
+            require_str(answer, "text", f"{where}.answers[{n}]")
         # Duplicates do not change a max over references; dropping them keeps the records short.
         refs = list(dict.fromkeys(str(a["text"]) for a in answers))
         if not refs:
             raise _squad_error("question has no answers", where)
         data = {"context": context, "question": require_str(qa, "question", where), "answers": refs}
-        return Example(str(qa["id"]), data)
+        return Example(id_of(qa["id"], where), data)
 
 
 class NqOpen(QaTask):

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kdeval.datafiles import read_jsonl, require
+from kdeval.datafiles import id_of, read_jsonl, require
 from kdeval.metrics import get_metric, normalize_text
 from kdeval.tasks import Example, GenerateRequest, Message, Output, Request, Scored, Task, user_turn
 from kdeval_suites.common import (
@@ -99,7 +99,8 @@ class XSum(SummarizationTask):
             where = f"{path}:{lineno}"
             require(obj, ["document", "summary"], where)
             # The HF files call the BBC id `id`, the derived sample `bbcid`; the line keeps others unique.
-            ex_id = str(obj.get("id") or obj.get("bbcid") or f"L{lineno}")
+            key = next((k for k in ("id", "bbcid") if obj.get(k) not in (None, "")), None)
+            ex_id = id_of(obj[key], where, key) if key else f"L{lineno}"
             doc = _doc(require_str(obj, "document", where), [require_str(obj, "summary", where)])
             located.append((Example(ex_id, doc), where))
         return unique_examples(located)
@@ -132,7 +133,7 @@ class DialogSum(SummarizationTask):
             where = f"{path}:{lineno}"
             require(obj, ["fname", "dialogue"], where)
             doc = _doc(require_str(obj, "dialogue", where), self._references(obj, where))
-            located.append((Example(str(obj["fname"]), doc), where))
+            located.append((Example(id_of(obj["fname"], where, "fname"), doc), where))
         return unique_examples(located)
 
 
@@ -156,5 +157,5 @@ class SciTldr(SummarizationTask):
             require(obj, ["paper_id", "source", "target"], where)
             document = " ".join(require_str_list(obj, "source", where))
             refs = require_str_list(obj, "target", where)
-            located.append((Example(str(obj["paper_id"]), _doc(document, refs)), where))
+            located.append((Example(id_of(obj["paper_id"], where, "paper_id"), _doc(document, refs)), where))
         return unique_examples(located)
