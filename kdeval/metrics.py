@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import importlib
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 from sacrebleu.metrics import BLEU, CHRF
 
+from kdeval.entrypoints import load_target
 from kdeval.errors import UserError
 from kdeval.metrics_text import (
     _need_refs,
@@ -290,13 +290,7 @@ def close_matches(name: str) -> list[str]:
 
 
 def _load(name: str, target: str) -> Metric:
-    module, _, attr = target.partition(":")
-    try:
-        metric = getattr(importlib.import_module(module), attr)
-    except Exception as exc:
-        if name in _BUILTIN:
-            raise
-        raise UserError(f"metric plugin '{name}' ({target}) failed to load: {exc}") from None
+    metric = load_target("metric", name, target, builtin=name in _BUILTIN)
     if not isinstance(metric, Metric):
         raise UserError(f"metric plugin '{name}' ({target}) is not a kdeval.metrics.Metric")
     if metric.name != name:

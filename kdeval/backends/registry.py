@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from kdeval.backends.base import Backend, GenerationSettings
+from kdeval.entrypoints import load_target
 from kdeval.errors import UserError
 
 if TYPE_CHECKING:
@@ -197,13 +198,7 @@ def get(name: str, *, where: str | None = None) -> BackendKind:
         close = difflib.get_close_matches(name, names(), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
         raise UserError(f"unknown backend '{name}'", where=where, fix=f"{hint}backends: {', '.join(names())}")
-    module, _, attr = target.partition(":")
-    try:
-        kind = getattr(importlib.import_module(module), attr)
-    except Exception as exc:
-        if name in _BUILTIN:
-            raise
-        raise UserError(f"backend plugin '{name}' ({target}) failed to load: {exc}") from None
+    kind = load_target("backend", name, target, builtin=name in _BUILTIN)
     if not isinstance(kind, BackendKind):
         raise UserError(f"backend plugin '{name}' ({target}) is not a kdeval BackendKind")
     _LOADED[name] = kind

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Literal
 
+from kdeval.entrypoints import load_target
 from kdeval.errors import UserError
 
 if TYPE_CHECKING:
@@ -114,11 +115,7 @@ def get(name: str) -> LossMethod:
         close = difflib.get_close_matches(name, names(), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
         raise UserError(f"unknown method '{name}'", fix=f"{hint}methods: {', '.join(names())}")
-    module, _, attr = target.partition(":")
-    try:
-        method = getattr(importlib.import_module(module), attr)
-    except Exception as exc:
-        raise UserError(f"loss plugin '{name}' ({target}) failed to load: {exc}") from None
+    method = load_target("loss", name, target, builtin=False)
     if not isinstance(method, LossMethod) or method.name != name:
         raise UserError(f"loss plugin '{name}' ({target}) is not a kdeval LossMethod named '{name}'")
     if method.token_level and method.divergence is None:
