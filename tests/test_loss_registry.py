@@ -51,9 +51,11 @@ def _logps() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_builtin_methods_and_what_they_need() -> None:
-    assert methods.names() == ["sft", "seqkd", "kd", "jsd", "tvd", "skl"]
-    assert methods.token_methods() == ["kd", "jsd", "tvd", "skl"]
-    assert methods.teacher_methods() == ["seqkd", "kd", "jsd", "tvd", "skl"]
+    assert methods.names() == ["sft", "seqkd", "kd", "jsd", "tvd", "skl", "gkd"]
+    assert methods.token_methods() == ["kd", "jsd", "tvd", "skl", "gkd"]
+    assert methods.topk_methods() == ["kd", "jsd", "tvd", "skl"]  # gkd's sequences are written in training
+    assert methods.teacher_methods() == ["seqkd", "kd", "jsd", "tvd", "skl", "gkd"]
+    assert [n for n in methods.names() if methods.get(n).on_policy] == ["gkd"]
     assert [methods.get(n).teacher for n in ("sft", "seqkd", "kd")] == ["none", "text", "logits"]
 
 
@@ -62,6 +64,7 @@ def test_builtin_divergences_are_unchanged() -> None:
     expected = {
         "kd": forward_kl(t, s),
         "jsd": generalized_jsd(s, t, 0.3),
+        "gkd": generalized_jsd(s, t, 0.3),
         "tvd": total_variation(s, t),
         "skl": skew_kl(s, t, 0.2),
     }
@@ -95,5 +98,5 @@ def test_a_third_party_method_is_one_registration(rkl_site: Path) -> None:
         env=env,
         timeout=120,
     )
-    assert proc.returncode == 0 and "{sft,seqkd,kd,jsd,tvd,skl,rkl}" in proc.stdout, proc.stderr
+    assert proc.returncode == 0 and "{sft,seqkd,kd,jsd,tvd,skl,gkd,rkl}" in proc.stdout, proc.stderr
     assert "rkl: reverse KL(p_S || p_T)" in " ".join(proc.stdout.split())

@@ -46,6 +46,10 @@ _FLAGS: dict[str, tuple[str, Any]] = {
     "--teacher-backend": ("teacher_backend", str),
     "--teacher-max-tokens": ("teacher_max_tokens", int),
     "--teacher-thinking": ("teacher_thinking", str),
+    # gkd (kdeval.distill.onpolicy)
+    "--lmbda": ("lmbda", float),
+    "--student-temperature": ("student_temperature", float),
+    "--student-max-tokens": ("student_max_tokens", int),
 }
 
 

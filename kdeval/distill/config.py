@@ -25,6 +25,9 @@ class DistillConfig(BaseModel):
       kd, jsd, tvd, skl:   alpha * CE(response) + (1 - alpha) * temperature**2 * D(p_T, p_S),
                            with both distributions softened by `temperature`. T**2 keeps the soft
                            term's gradient scale independent of T (Hinton et al., 2015).
+      gkd:                 the same with jsd's divergence, where a share `lmbda` of the micro-batches
+                           has responses the student samples (kdeval.distill.onpolicy); alpha
+                           defaults to 0 (TRL's GKD loss is the generalized JSD alone).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -67,6 +70,13 @@ class DistillConfig(BaseModel):
         "loses at most that much work to --resume; 0 = none by time",
     )
     keep_checkpoints: bool = False
+    # gkd (on-policy distillation, kdeval.distill.onpolicy)
+    lmbda: float = Field(0.5, ge=0, le=1, description="gkd: share of micro-batches the student writes")
+    student_temperature: float = Field(
+        0.9, ge=0, description="gkd: the student's sampling temperature (0 = greedy; TRL's default 0.9)"
+    )
+    student_max_tokens: int = Field(128, ge=1, description="gkd: longest student-written response")
+
     topk: int | None = Field(None, ge=1, description="train from a top-k teacher cache (None = dense)")
     topk_cache: str | None = Field(None, description="cache folder (default: OUT/teacher_topk)")
     chunk_size: int = Field(512, ge=1, description="tokens per loss chunk (bounds the logits memory)")
@@ -111,10 +121,10 @@ class DistillConfig(BaseModel):
         method = methods.get(self.method)
         if method.needs_teacher and not self.teacher:
             raise ValueError(f"method '{self.method}' needs a teacher (--teacher PATH)")
-        if self.topk is not None and not method.token_level:
-            raise ValueError(
-                f"topk applies to {', '.join(methods.token_methods())} only, not '{self.method}'"
-            )
+        if self.topk is not None and self.method not in methods.topk_methods():
+            raise ValueError(f"topk applies to {', '.join(methods.topk_methods())} only, not '{self.method}'")
+        if method.on_policy:
+            self._check_on_policy()
         if method.token_level and self.topk is None and self.teacher_served():
             raise ValueError(
                 f"method '{self.method}' with a served teacher needs --topk K: a server returns the "
@@ -126,6 +136,15 @@ class DistillConfig(BaseModel):
                 "temperature 1, and softening them needs the whole distribution"
             )
         return self
+
+    def _check_on_policy(self) -> None:
+        if self.teacher_served():
+            raise ValueError(
+                f"method '{self.method}' scores the student's own samples during training, so it needs "
+                "the teacher loaded here (a model directory, no --teacher-backend)"
+            )
+        if "alpha" not in self.model_fields_set:
+            self.alpha = 0.0  # TRL's GKD loss: the generalized JSD alone
 
     def teacher_served(self) -> bool:
         """Whether the teacher is reached through a kdeval backend rather than loaded for training:

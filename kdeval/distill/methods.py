@@ -45,12 +45,15 @@ class LossMethod:
                 alpha * CE + (1 - alpha) * T**2 * divergence.
     divergence: for "logits" methods, the divergence or its "module:function" path (imported on
                 first use, so the registry imports no torch).
+    on_policy:  the student writes the responses of a share (`lmbda`) of the micro-batches and the
+                teacher scores them (GKD); needs a teacher loaded for training (no top-k cache).
     """
 
     name: str
     summary: str
     teacher: TeacherNeed = "logits"
     divergence: Divergence | str | None = None
+    on_policy: bool = False
 
     @property
     def token_level(self) -> bool:
@@ -82,6 +85,12 @@ _BUILTIN: dict[str, LossMethod] = {
         LossMethod("jsd", "generalized JSD(beta) as in TRL", divergence=f"{_L}:jsd_divergence"),
         LossMethod("tvd", "total variation distance (DistiLLM)", divergence=f"{_L}:tvd_divergence"),
         LossMethod("skl", "skew forward KL (DistiLLM)", divergence=f"{_L}:skl_divergence"),
+        LossMethod(
+            "gkd",
+            "on-policy GKD (TRL): generalized JSD(beta), a share lmbda of batches written by the student",
+            divergence=f"{_L}:jsd_divergence",
+            on_policy=True,
+        ),
     )
 }
 _LOADED: dict[str, LossMethod] = {}
@@ -94,8 +103,8 @@ def _third_party() -> dict[str, str]:
 def names() -> list[str]:
     """Every registered method (built-ins first, then plugins by name); imports no plugin.
 
-    >>> names()[:6]
-    ['sft', 'seqkd', 'kd', 'jsd', 'tvd', 'skl']
+    >>> names()[:7]
+    ['sft', 'seqkd', 'kd', 'jsd', 'tvd', 'skl', 'gkd']
     """
     return [*_BUILTIN, *sorted(_third_party())]
 
@@ -127,6 +136,12 @@ def get(name: str) -> LossMethod:
 def token_methods() -> list[str]:
     """Methods that compare the student's token distribution with the teacher's."""
     return [n for n in names() if get(n).token_level]
+
+
+def topk_methods() -> list[str]:
+    """Token methods that can train from a top-k teacher cache (all but the on-policy ones, whose
+    sequences are written during training)."""
+    return [n for n in token_methods() if not get(n).on_policy]
 
 
 def teacher_methods() -> list[str]:

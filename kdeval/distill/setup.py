@@ -24,6 +24,7 @@ from kdeval.distill.data import (
 from kdeval.distill.losses import LossSpec
 from kdeval.distill.models import check_head, load_model, load_tokenizer, vocab_size
 from kdeval.distill.objective import DenseTeacher, Objective, TeacherSource
+from kdeval.distill.onpolicy import OnPolicy
 from kdeval.distill.topk import FORMAT, build_cache, open_cache
 from kdeval.errors import UserError
 
@@ -43,6 +44,7 @@ class Setup:
     train: list[TokenizedExample]
     valid: list[TokenizedExample]
     objective: Objective
+    on_policy: OnPolicy | None = None  # gkd: the student writes a share of the responses
 
 
 def loss_spec(cfg: DistillConfig) -> LossSpec:
@@ -82,7 +84,20 @@ def prepare(cfg: DistillConfig, *, progress: bool = True) -> Setup:
     vocab, teacher = _teacher_source(cfg, tokenizer, student, train, codec.pad_id, progress)
     check_head(student, collate(train[:1], codec.pad_id), vocab)
     objective = Objective(spec, student, vocab, cfg.chunk_size, teacher)
-    return Setup(spec, student, tokenizer, codec, codec.pad_id, train, valid, objective)
+    on_policy = _on_policy(cfg, codec) if methods.get(cfg.method).on_policy else None
+    return Setup(spec, student, tokenizer, codec, codec.pad_id, train, valid, objective, on_policy)
+
+
+def _on_policy(cfg: DistillConfig, codec: PromptCodec) -> OnPolicy:
+    return OnPolicy(
+        lmbda=cfg.lmbda,
+        temperature=cfg.student_temperature,
+        max_new_tokens=cfg.student_max_tokens,
+        max_len=cfg.max_len,
+        seed=cfg.seed,
+        pad_id=codec.pad_id,
+        eos_ids=tuple(codec.eos_ids),
+    )
 
 
 def _train_records(cfg: DistillConfig, progress: bool) -> list[Any]:

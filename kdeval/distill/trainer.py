@@ -167,7 +167,7 @@ def _loop(
             if position.global_step >= total:
                 break
             started = time.perf_counter()
-            stats = _step(cfg, run, optimizer, scheduler, steps[s])
+            stats = _step(cfg, run, optimizer, scheduler, steps[s], position.global_step)
             position.seconds += time.perf_counter() - started
             position.global_step, position.step_in_epoch = position.global_step + 1, s + 1
             position.tokens += stats["tokens"]
@@ -216,9 +216,14 @@ class _Saver:
 
 
 def _step(
-    cfg: DistillConfig, run: Setup, optimizer: torch.optim.Optimizer, scheduler: Any, micro: list[list[int]]
+    cfg: DistillConfig,
+    run: Setup,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    micro: list[list[int]],
+    step: int = 0,
 ) -> dict[str, Any]:
-    sums, n_tokens = accumulate(run, micro)
+    sums, n_tokens = accumulate(run, micro, step)
     if cfg.max_grad_norm is not None:
         torch.nn.utils.clip_grad_norm_(run.student.parameters(), cfg.max_grad_norm)
     lr = scheduler.get_last_lr()[0]
@@ -230,14 +235,15 @@ def _step(
     return {"loss": loss, "ce": float(sums[0]) / n, "div": float(sums[1]) / n, "lr": lr, "tokens": n_tokens}
 
 
-def accumulate(run: Setup, micro: Sequence[Sequence[int]]) -> tuple[torch.Tensor, int]:
+def accumulate(run: Setup, micro: Sequence[Sequence[int]], step: int = 0) -> tuple[torch.Tensor, int]:
     """Backward over the micro-batches of one optimizer step; returns ([CE, div] sums, tokens).
 
     Each micro-batch's loss sum is divided by the valid tokens of the whole step, so the
     accumulated gradient is the per-token mean over the step however it is split: two
-    micro-batches of one example give the gradient of one micro-batch of two.
+    micro-batches of one example give the gradient of one micro-batch of two. With an on-policy
+    method (gkd) the student first writes the responses of some micro-batches (`step` seeds that).
     """
-    batches = [collate([run.train[i] for i in ids], run.pad_id) for ids in micro]
+    batches = [collate(_examples(run, ids, step, j), run.pad_id) for j, ids in enumerate(micro)]
     n_tokens = sum(b.n_targets for b in batches)
     sums = torch.zeros(2)
     for ids, batch in zip(micro, batches, strict=True):
@@ -245,6 +251,14 @@ def accumulate(run: Setup, micro: Sequence[Sequence[int]]) -> tuple[torch.Tensor
         run.spec.combine(part, max(n_tokens, 1)).backward()
         sums += part.detach().cpu()
     return sums, n_tokens
+
+
+def _examples(run: Setup, ids: Sequence[int], step: int, micro: int) -> list[TokenizedExample]:
+    """The micro-batch's examples; for gkd, possibly with student-written responses."""
+    examples = [run.train[i] for i in ids]
+    if run.on_policy is None:
+        return examples
+    return run.on_policy.examples(run.student, examples, step, micro)
 
 
 def _validate(cfg: DistillConfig, run: Setup, position: Position, log: TrainLog) -> None:
