@@ -42,6 +42,7 @@ _FLAGS: dict[str, tuple[str, Any]] = {
     "--checkpoint-minutes": ("checkpoint_minutes", float),
     "--topk": ("topk", int),
     "--topk-cache": ("topk_cache", str),
+    "--topk-shard": ("topk_shard", int),
     "--chunk-size": ("chunk_size", int),
     "--teacher-backend": ("teacher_backend", str),
     "--teacher-max-tokens": ("teacher_max_tokens", int),

@@ -79,6 +79,11 @@ class DistillConfig(BaseModel):
 
     topk: int | None = Field(None, ge=1, description="train from a top-k teacher cache (None = dense)")
     topk_cache: str | None = Field(None, description="cache folder (default: OUT/teacher_topk)")
+    topk_shard: int = Field(
+        1024,
+        ge=1,
+        description="examples per top-k cache shard (a killed build keeps whole shards and resumes)",
+    )
     chunk_size: int = Field(512, ge=1, description="tokens per loss chunk (bounds the logits memory)")
 
     use_chat_template: bool | None = None

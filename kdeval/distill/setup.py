@@ -157,7 +157,14 @@ def _topk_cache(
     check_head(teacher, collate(train[:1], pad_id), vocab)
     bar = _bar(len(train), progress)
     cache = build_cache(
-        teacher, train, folder, identity, pad_id=pad_id, chunk_size=cfg.chunk_size, progress=bar.update
+        teacher,
+        train,
+        folder,
+        identity,
+        pad_id=pad_id,
+        chunk_size=cfg.chunk_size,
+        shard_examples=cfg.topk_shard,
+        progress=bar.update,
     )
     bar.close()
     del teacher  # training never needs it again: its memory goes back before the student trains
@@ -199,7 +206,14 @@ def _served_topk_cache(
         )
     bar = _bar(len(train), progress)
     try:
-        cache = build_cache_from_backend(backend, train, folder, identity, progress=bar.update)  # type: ignore[arg-type]
+        cache = build_cache_from_backend(
+            backend,  # type: ignore[arg-type]
+            train,
+            folder,
+            identity,
+            shard_examples=cfg.topk_shard,
+            progress=bar.update,
+        )
     finally:
         bar.close()
         backend.close()

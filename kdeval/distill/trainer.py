@@ -44,7 +44,7 @@ StepHook = Callable[[int, float], None]
 #: Seconds of a monotonic clock; the time-based checkpoints read it (tests pass their own).
 Clock = Callable[[], float]
 #: Settings that may change between a run and its resumption without changing its result.
-_RESUMABLE = ("checkpoint_every", "checkpoint_minutes", "keep_checkpoints")
+_RESUMABLE = ("checkpoint_every", "checkpoint_minutes", "keep_checkpoints", "topk_shard")
 #: Teacher caches a fresh run may find in OUT (they check their own validity).
 _CACHES = ("teacher_topk", "teacher_responses.jsonl")
 
