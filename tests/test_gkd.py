@@ -195,3 +195,18 @@ def test_bad_settings_are_one_line_and_exit_2(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("kdeval: error: ") and message in err[0], err
     assert not (tmp_path / "o").exists()
+
+
+def test_the_distill_command_runs_gkd(models: dict[str, Path], tmp_path: Path) -> None:
+    import yaml
+
+    from kdeval.cli import main
+
+    out = tmp_path / "out"
+    argv = ["distill", "--method", "gkd", "--lmbda", "0.5", "--beta", "0.2", "--student-max-tokens", "4"]
+    argv += ["--student", str(models["student"]), "--teacher", str(models["teacher"]), "--quiet"]
+    argv += ["--train", str(models["train"]), "--out", str(out), "--max-len", "32", "--epochs", "1"]
+    assert main(argv) == 0 and (out / "model.safetensors").is_file()
+    saved = yaml.safe_load((out / "distill_config.yaml").read_text())
+    assert (saved["method"], saved["lmbda"], saved["beta"], saved["alpha"]) == ("gkd", 0.5, 0.2, 0.0)
+    assert saved["student_max_tokens"] == 4

@@ -5,7 +5,8 @@
     result = train(cfg, resume=False)        # OUT is a Hugging Face model directory
 
 Methods: sft (gold responses), seqkd (teacher-written responses, then SFT), and the token-level
-kd, jsd, tvd, skl (see `kdeval.distill.losses`), from a teacher run alongside or a top-k cache.
+kd, jsd, tvd, skl (see `kdeval.distill.losses`), from a teacher run alongside or a top-k cache, and
+on-policy gkd (`kdeval.distill.onpolicy`: the student writes a share of the responses).
 Heavy modules (torch, transformers) load only when `train` is called.
 """
 
