@@ -20,6 +20,7 @@ from kdeval.distill import DistillConfig, make_config, train
 from kdeval.distill.objective import DenseTeacher
 from kdeval.distill.setup import prepare
 from kdeval.errors import UserError
+from kdeval.threads import available_cpus
 from kdeval.tinymodels import build_tiny_model
 from tests.test_trainer import _one_thread  # noqa: F401  (autouse: one torch thread, as there)
 
@@ -182,6 +183,9 @@ def test_a_lora_target_not_in_the_model_is_one_line_with_close_names(
     code, line = _cli(argv, capsys)
     assert code == 2 and "LoRA target module 'q_prj' is not in the model" in line
     assert "did you mean q_proj" in line and str(models["student"]) in line
+    if available_cpus() >= 2:  # checked once before the processes start, without loading weights
+        code, line = _cli([*argv, "--num-processes", "2"], capsys)
+        assert code == 2 and "did you mean q_proj" in line and not (tmp_path / "o").exists()
     code, line = _cli([*_flags(models, tmp_path / "o"), "--method", "sft", "--lora-target", "q_proj"], capsys)
     assert code == 2 and "without lora_r" in line
 

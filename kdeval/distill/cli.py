@@ -172,6 +172,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         accel.check_launch(cfg.precision, args.num_processes)
         accel.check_num_processes(args.num_processes)
         if args.num_processes > 1 and accel.launched_world() == 1:
+            _check_before_launch(cfg)
             return _launch(list(sys.argv[1:] if argv is None else argv), args.num_processes, cfg.precision)
     result = train(cfg, resume=args.resume, progress=not args.quiet)
     if os.environ.get("RANK", "0") != "0":  # one summary line per run, from the main process
@@ -182,6 +183,19 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _check_before_launch(cfg: DistillConfig) -> None:
+    """The input checks every process would make, made once here: a mistake is one line, not one
+    per process plus the launcher's report of failed workers."""
+    from kdeval.distill.accel import check_precision
+    from kdeval.distill.lora import check_config_targets
+    from kdeval.distill.models import default_device
+    from kdeval.distill.setup import check_inputs
+
+    check_precision(cfg.precision, default_device())
+    check_inputs(cfg)
+    check_config_targets(cfg)
 
 
 def _launch(argv: list[str], n: int, precision: str) -> int:

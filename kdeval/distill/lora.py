@@ -46,6 +46,19 @@ def check_targets(model: torch.nn.Module, targets: list[str], where: str) -> Non
         )
 
 
+def check_config_targets(cfg: DistillConfig) -> None:
+    """`check_targets` on the student's architecture built on the meta device (no weights load):
+    the check a multi-process launch runs once, before it starts the processes."""
+    if cfg.lora_target is None:
+        return
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(cfg.student, trust_remote_code=cfg.trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.trust_remote_code)
+    check_targets(model, cfg.lora_target, cfg.student)
+
+
 def apply_lora(model: PreTrainedModel, cfg: DistillConfig) -> Any:
     """The student with a fresh LoRA adapter (seeded by cfg.seed, so every process starts alike)."""
     from peft import LoraConfig, get_peft_model
