@@ -176,6 +176,15 @@ class Dist:
         torch.distributed.all_reduce(t)
         return t.cpu()
 
+    def share_cpus(self, threads: int) -> None:
+        """Processes on one CPU machine split its cores: `threads` (kdeval.threads' rule for one
+        process) divided by the processes here, unless KDEVAL_TORCH_THREADS says otherwise."""
+        from kdeval.threads import THREADS_ENV, set_torch_threads
+
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+        if self.device.type == "cpu" and local > 1 and not os.environ.get(THREADS_ENV, "").strip():
+            set_torch_threads(max(1, threads // local))
+
     def barrier(self) -> None:
         self.accelerator.wait_for_everyone()
 

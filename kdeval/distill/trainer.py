@@ -113,7 +113,8 @@ def train(
         write_atomic(out / CONFIG_FILE, cfg.to_yaml())
     saver = _Saver(cfg, run, optimizer, scheduler, clock, enabled=dist.main)
     teacher = getattr(run.objective.teacher, "model", None)  # a dense teacher runs in this process
-    with using_torch_threads(count_params([run.student, teacher])):  # the rule in kdeval.threads
+    with using_torch_threads(count_params([run.student, teacher])) as threads:  # kdeval.threads' rule
+        dist.share_cpus(threads)
         last = _loop(cfg, run, optimizer, scheduler, total, position, log, progress, on_step, saver, dist)
     result = _finish(cfg, run, position, log, last, resumed_from, dist)
     dist.barrier()  # OUT is complete when any process returns
