@@ -186,6 +186,11 @@ def test_a_lora_target_not_in_the_model_is_one_line_with_close_names(
     if available_cpus() >= 2:  # checked once before the processes start, without loading weights
         code, line = _cli([*argv, "--num-processes", "2"], capsys)
         assert code == 2 and "did you mean q_proj" in line and not (tmp_path / "o").exists()
+        bad = tmp_path / "no_response.jsonl"
+        bad.write_text('{"prompt": "hi"}\n')
+        argv = [*_flags(models, tmp_path / "o"), "--train", str(bad)]  # the last --train counts
+        code, line = _cli([*argv, "--method", "sft", "--num-processes", "2"], capsys)
+        assert code == 2 and f"{bad}:1: record 'L1' has no 'response'" in line
     code, line = _cli([*_flags(models, tmp_path / "o"), "--method", "sft", "--lora-target", "q_proj"], capsys)
     assert code == 2 and "without lora_r" in line
 

@@ -196,6 +196,12 @@ def _check_before_launch(cfg: DistillConfig) -> None:
     check_precision(cfg.precision, default_device())
     check_inputs(cfg)
     check_config_targets(cfg)
+    from kdeval.distill.data import read_records, require_responses
+
+    if methods.get(cfg.method).teacher != "text":  # seqkd's teacher writes the responses
+        require_responses(read_records(Path(cfg.train)), cfg.method)
+    if cfg.valid:
+        require_responses(read_records(Path(cfg.valid)), "validation")
 
 
 def _launch(argv: list[str], n: int, precision: str) -> int:
