@@ -132,13 +132,16 @@ def worker(args: argparse.Namespace) -> None:
     paths = json.loads(Path(args.paths).read_text())
     out = Path(paths["root"]) / f"out-{args.worker}-{args.precision}-{args.procs}-{args.stamp}"
     run = run_kdeval if args.worker == "kdeval" else run_trl
-    print("RESULT " + json.dumps({**run(paths, args, out), "rank": rank()}), flush=True)
+    result = json.dumps({**run(paths, args, out), "rank": rank()})
+    # one file per process: the processes' stdout lines may interleave
+    Path(paths["root"], f"result-{args.stamp}-{rank()}.json").write_text(result)
 
 
 def spawn(
     name: str, paths_file: Path, args: argparse.Namespace, precision: str, procs: int
 ) -> dict[str, Any]:
     """One run in its own process(es); the main process's figures with the processes' RSS summed."""
+    stamp = str(time.time_ns())
     cmd = [
         sys.executable,
         str(HERE),
@@ -147,7 +150,7 @@ def spawn(
         "--paths",
         str(paths_file),
         "--stamp",
-        str(time.time_ns()),
+        stamp,
     ]
     cmd += ["--batch-size", str(args.batch_size), "--max-len", str(args.max_len)]
     cmd += ["--precision", precision, "--procs", str(procs)]
@@ -164,9 +167,8 @@ def spawn(
         cmd = [*launch, "--num_machines", "1", "--mixed_precision", mixed, "--dynamo_backend", "no", *cmd[1:]]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    found = [
-        json.loads(x.removeprefix("RESULT ")) for x in proc.stdout.splitlines() if x.startswith("RESULT ")
-    ]
+    root = Path(json.loads(paths_file.read_text())["root"])
+    found = [json.loads(f.read_text()) for f in sorted(root.glob(f"result-{stamp}-*.json"))]
     if proc.returncode != 0 or len(found) != procs:
         raise SystemExit(f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
     main_rank: dict[str, Any] = next(r for r in found if r["rank"] == 0)
