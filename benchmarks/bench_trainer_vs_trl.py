@@ -1,6 +1,8 @@
-"""Trainer speed and memory: one KD epoch, kdeval vs TRL's GKDTrainer, same models and data.
+"""Trainer speed and memory: one KD epoch, kdeval vs TRL's GKDTrainer, same models and data,
+in fp32 and bf16, one process and two (accelerate's launcher, gloo on CPU).
 
-    python benchmarks/bench_trainer_vs_trl.py [--examples 600] [--batch-size 8] [--repeats 2]
+    python benchmarks/bench_trainer_vs_trl.py [--examples 600] [--batch-size 8] [--repeats 2] \
+        [--columns fp32:1,bf16:1,fp32:2,bf16:2]
 
 Both train the same tiny student from the same tiny teacher (the demo's model builder, with a chat
 template so TRL's ChatML collator can read the data) on the same prompt/response pairs from the
@@ -13,12 +15,17 @@ RSS after imports is reported too, since both load torch and transformers first.
 Reported: loop seconds (kdeval's TrainResult.seconds; TRL's train_runtime), tokens/s over the
 response tokens each trainer trained on, peak RSS, and the kdeval / TRL ratios. The loss column
 is what each reports: kdeval the last step's loss, TRL the mean over the epoch.
+
+Columns: precision (fp32, or bf16 autocast: kdeval `--precision bf16`, TRL `bf16=True`) x processes.
+With two processes both keep the global batch: kdeval splits `--batch-size` across the processes,
+TRL gets a per-device batch of half; peak memory is then the sum of the processes' peak RSS.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -50,6 +57,10 @@ def prepare(root: Path, per_task: int) -> dict[str, str]:
     return {"teacher": str(teacher), "student": str(student), "data": str(data), "root": str(root)}
 
 
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
 def run_kdeval(paths: dict[str, str], args: argparse.Namespace, out: Path) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401  (imported as TRL's are)
@@ -63,7 +74,7 @@ def run_kdeval(paths: dict[str, str], args: argparse.Namespace, out: Path) -> di
             "student": paths["student"], "teacher": paths["teacher"], "train": paths["data"],
             "out": str(out), "method": "jsd", "beta": 0.0, "alpha": 0.0, "lr": 1e-3,
             "batch_size": args.batch_size, "grad_accum": 1, "epochs": 1, "max_len": args.max_len,
-            "checkpoint_every": 0, "seed": 0,
+            "checkpoint_every": 0, "checkpoint_minutes": 0, "seed": 0, "precision": args.precision,
         }
     )  # fmt: skip
     started = time.perf_counter()
@@ -90,11 +101,13 @@ def run_trl(paths: dict[str, str], args: argparse.Namespace, out: Path) -> dict[
         rows.append({"messages": [*rec["messages"], {"role": "assistant", "content": rec["response"]}]})
     dataset = Dataset.from_list(rows)
     tokenizer = AutoTokenizer.from_pretrained(paths["student"])
+    per_device = max(1, args.batch_size // args.procs)  # the same global batch as kdeval's
     config = GKDConfig(
-        output_dir=str(out), per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=1,
+        output_dir=str(out), per_device_train_batch_size=per_device, gradient_accumulation_steps=1,
         num_train_epochs=1, learning_rate=1e-3, lr_scheduler_type="linear", max_length=args.max_len,
         beta=0.0, lmbda=0.0, seq_kd=False, temperature=1.0, use_cpu=True, report_to="none",
-        save_strategy="no", logging_steps=10_000, dataloader_num_workers=0, seed=0, bf16=False, fp16=False,
+        save_strategy="no", logging_steps=10_000, dataloader_num_workers=0, seed=0,
+        bf16=args.precision == "bf16", fp16=False,
     )  # fmt: skip
     trainer = GKDTrainer(
         model=AutoModelForCausalLM.from_pretrained(paths["student"]),
@@ -117,20 +130,51 @@ def run_trl(paths: dict[str, str], args: argparse.Namespace, out: Path) -> dict[
 
 def worker(args: argparse.Namespace) -> None:
     paths = json.loads(Path(args.paths).read_text())
-    out = Path(paths["root"]) / f"out-{args.worker}-{time.time_ns()}"
+    out = Path(paths["root"]) / f"out-{args.worker}-{args.precision}-{args.procs}-{args.stamp}"
     run = run_kdeval if args.worker == "kdeval" else run_trl
-    print("RESULT " + json.dumps(run(paths, args, out)))
+    result = json.dumps({**run(paths, args, out), "rank": rank()})
+    # one file per process: the processes' stdout lines may interleave
+    Path(paths["root"], f"result-{args.stamp}-{rank()}.json").write_text(result)
 
 
-def spawn(name: str, paths_file: Path, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [sys.executable, str(HERE), "--worker", name, "--paths", str(paths_file)]
+def spawn(
+    name: str, paths_file: Path, args: argparse.Namespace, precision: str, procs: int
+) -> dict[str, Any]:
+    """One run in its own process(es); the main process's figures with the processes' RSS summed."""
+    stamp = str(time.time_ns())
+    cmd = [
+        sys.executable,
+        str(HERE),
+        "--worker",
+        name,
+        "--paths",
+        str(paths_file),
+        "--stamp",
+        stamp,
+    ]
     cmd += ["--batch-size", str(args.batch_size), "--max-len", str(args.max_len)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(lines[-1].removeprefix("RESULT "))
-    return result
+    cmd += ["--precision", precision, "--procs", str(procs)]
+    if procs > 1:
+        mixed = "no" if precision == "fp32" else precision
+        launch = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            str(procs),
+        ]
+        cmd = [*launch, "--num_machines", "1", "--mixed_precision", mixed, "--dynamo_backend", "no", *cmd[1:]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    root = Path(json.loads(paths_file.read_text())["root"])
+    found = [json.loads(f.read_text()) for f in sorted(root.glob(f"result-{stamp}-*.json"))]
+    if proc.returncode != 0 or len(found) != procs:
+        raise SystemExit(f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    main_rank: dict[str, Any] = next(r for r in found if r["rank"] == 0)
+    for key in ("peak_rss_mib", "rss_after_imports_mib"):
+        main_rank[key] = sum(r[key] for r in found)
+    return main_rank
 
 
 def main() -> None:
@@ -140,47 +184,67 @@ def main() -> None:
     p.add_argument("--max-len", type=int, default=256)
     p.add_argument("--repeats", type=int, default=2, help="runs per trainer, alternating; the best is kept")
     p.add_argument("--root", type=Path, default=Path("runs/bench_trainer_vs_trl"))
+    p.add_argument(
+        "--columns", default="fp32:1,bf16:1,fp32:2,bf16:2", help="precision:processes, comma-separated"
+    )
     p.add_argument("--worker", choices=["kdeval", "trl"], help=argparse.SUPPRESS)
     p.add_argument("--paths", help=argparse.SUPPRESS)
+    p.add_argument("--stamp", help=argparse.SUPPRESS)
+    p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    p.add_argument("--procs", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         return worker(args)
     args.root.mkdir(parents=True, exist_ok=True)
     paths_file = args.root / "paths.json"
     paths_file.write_text(json.dumps(prepare(args.root.resolve(), args.examples)))
-    runs: dict[str, list[dict[str, Any]]] = {"kdeval": [], "trl": []}
-    for _ in range(args.repeats):
-        for name in runs:
-            runs[name].append(spawn(name, paths_file, args))
-            print(f"{name}: {runs[name][-1]}", file=sys.stderr, flush=True)
-    best = {name: min(rs, key=lambda r: r["loop_s"]) for name, rs in runs.items()}
+    columns = [(c.split(":")[0], int(c.split(":")[1])) for c in args.columns.split(",")]
+    best: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
+    for precision, procs in columns:
+        runs: dict[str, list[dict[str, Any]]] = {"kdeval": [], "trl": []}
+        for _ in range(args.repeats):
+            for name in runs:
+                runs[name].append(spawn(name, paths_file, args, precision, procs))
+                print(f"{name} {precision} x{procs}: {runs[name][-1]}", file=sys.stderr, flush=True)
+        best[precision, procs] = {name: min(rs, key=lambda r: r["loop_s"]) for name, rs in runs.items()}
     print(table(best, args))
 
 
-def table(best: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
+def table(best: dict[tuple[str, int], dict[str, dict[str, Any]]], args: argparse.Namespace) -> str:
     lines = [
-        "| trainer | loop s | tokens | tokens/s | end-to-end s | peak RSS MiB | RSS after imports MiB "
-        "| reported loss |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| precision | processes | trainer | loop s | tokens | tokens/s | end-to-end s | peak RSS MiB "
+        "| RSS after imports MiB | reported loss |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for name, r in best.items():
-        label = "kdeval (jsd beta=0, alpha=0)" if name == "kdeval" else "TRL GKDTrainer (beta=0, lmbda=0)"
-        lines.append(
-            f"| {label} | {r['loop_s']:.1f} | {r['tokens']} | {r['tokens'] / r['loop_s']:.0f} | "
-            f"{r['total_s']:.1f} | {r['peak_rss_mib']:.0f} | {r['rss_after_imports_mib']:.0f} | "
-            f"{r['final_loss']:.4f} |"
+    ratios = [
+        "| precision | processes | kdeval / TRL tokens/s | kdeval / TRL peak RSS "
+        "| above imports MiB (kdeval vs TRL) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for (precision, procs), pair in best.items():
+        for name, r in pair.items():
+            label = "kdeval (jsd beta=0, alpha=0)" if name == "kdeval" else "TRL GKDTrainer (beta=0, lmbda=0)"
+            lines.append(
+                f"| {precision} | {procs} | {label} | {r['loop_s']:.1f} | {r['tokens']} | "
+                f"{r['tokens'] / r['loop_s']:.0f} | {r['total_s']:.1f} | {r['peak_rss_mib']:.0f} | "
+                f"{r['rss_after_imports_mib']:.0f} | {r['final_loss']:.4f} |"
+            )
+        k, t = pair["kdeval"], pair["trl"]
+        speed = (k["tokens"] / k["loop_s"]) / (t["tokens"] / t["loop_s"])
+        extra_k = k["peak_rss_mib"] - k["rss_after_imports_mib"]
+        extra_t = t["peak_rss_mib"] - t["rss_after_imports_mib"]
+        ratios.append(
+            f"| {precision} | {procs} | x{speed:.2f} | x{k['peak_rss_mib'] / t['peak_rss_mib']:.2f} | "
+            f"{extra_k:.0f} vs {extra_t:.0f} |"
         )
-    k, t = best["kdeval"], best["trl"]
-    speed = (k["tokens"] / k["loop_s"]) / (t["tokens"] / t["loop_s"])
-    extra_k = k["peak_rss_mib"] - k["rss_after_imports_mib"]
-    extra_t = t["peak_rss_mib"] - t["rss_after_imports_mib"]
     return "\n".join(
         [
             *lines,
             "",
-            f"kdeval / TRL: tokens/s x{speed:.2f}, peak RSS x{k['peak_rss_mib'] / t['peak_rss_mib']:.2f} "
-            f"(above imports: {extra_k:.0f} vs {extra_t:.0f} MiB). Batch {args.batch_size}, max_len "
-            f"{args.max_len}, 1 epoch, 1 CPU thread, best of {args.repeats} alternating runs.",
+            *ratios,
+            "",
+            f"Global batch {args.batch_size}, max_len {args.max_len}, 1 epoch, 1 CPU thread per process, "
+            f"best of {args.repeats} alternating runs per column; RSS summed over a column's processes.",
         ]
     )
 

@@ -331,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in DISTILL_COMMANDS:
             from kdeval.distill.cli import run as run_distill_cli
 
-            return run_distill_cli(args)
+            return run_distill_cli(args, argv)
         if args.command in ("gate", "leaderboard"):
             from kdeval.gate.cli import run as run_gate_cli
 

@@ -183,6 +183,7 @@ def test_resume_after_a_crash_samples_the_same_responses(models: dict[str, Path]
         (["--student-temperature", "-1"], "student_temperature: Input should be greater than or equal to 0"),
         (["--topk", "4"], "topk applies to kd, jsd, tvd, skl only, not 'gkd'"),
         (["--teacher", "http://127.0.0.1:9/v1"], "needs the teacher loaded here"),
+        (["--train", "nli_synth", "--num-processes", "2"], "trains in one process only"),
     ],
 )
 def test_bad_settings_are_one_line_and_exit_2(

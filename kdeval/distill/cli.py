@@ -9,6 +9,7 @@ Only argparse and the config model load here, so `kdeval --help` stays instant.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,12 @@ _FLAGS: dict[str, tuple[str, Any]] = {
     "--lmbda": ("lmbda", float),
     "--student-temperature": ("student_temperature", float),
     "--student-max-tokens": ("student_max_tokens", int),
+    "--lora-r": ("lora_r", int),
+    "--lora-alpha": ("lora_alpha", int),
+    "--lora-target": ("lora_target", str),
 }
+#: on/off flags: (config field); None when not given, so a YAML file's value stands.
+_SWITCHES = {"--gradient-checkpointing": "gradient_checkpointing", "--save-adapter": "save_adapter"}
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -106,8 +112,23 @@ def _distill_parser(sub: argparse._SubParsersAction) -> None:
     for flag, (field, kind) in _FLAGS.items():
         info = DistillConfig.model_fields[field]
         metavar = "PATH" if kind is str and field not in ("teacher_backend", "teacher_thinking") else None
+        metavar = "NAMES" if field == "lora_target" else metavar
         p.add_argument(flag, dest=field, type=kind, default=None, metavar=metavar, help=info.description)
     p.add_argument("--method", default=None, choices=methods.names(), help=_methods_help())
+    p.add_argument(
+        "--precision",
+        default=None,
+        choices=("fp32", "bf16", "fp16"),
+        help=DistillConfig.model_fields["precision"].description,
+    )
+    for flag, field in _SWITCHES.items():
+        info = DistillConfig.model_fields[field]
+        p.add_argument(flag, dest=field, action="store_true", default=None, help=info.description)
+    p.add_argument(
+        "--num-processes", type=int, default=None, metavar="N",
+        help="train in N processes (data parallel, through accelerate's launcher; gloo on CPU): same "
+        "data order, global batch and result as one process; or launch with accelerate launch -m kdeval",
+    )  # fmt: skip
     p.add_argument("--config", type=Path, default=None, metavar="YAML", help="settings file (flags win)")
     p.add_argument("--chat-template", choices=["auto", "on", "off"], default=None)
     p.add_argument("--trust-remote-code", action="store_true", default=None)
@@ -122,6 +143,8 @@ def _distill_parser(sub: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace) -> DistillConfig:
     overrides = {field: getattr(args, field) for field, _ in _FLAGS.values()}
     overrides["method"] = args.method
+    overrides["precision"] = args.precision
+    overrides.update({field: getattr(args, field) for field in _SWITCHES.values()})
     overrides["trust_remote_code"] = args.trust_remote_code
     if args.teacher_option:
         from kdeval.config import parse_options
@@ -137,7 +160,7 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
     return cfg
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     if args.command == "run":
         return _run_pipeline(args)
     if args.command == "demo":
@@ -148,13 +171,53 @@ def run(args: argparse.Namespace) -> int:
     from kdeval.outdir import check_out
 
     check_out(Path(cfg.out))  # a file or an unwritable folder: one line, before any model loads
+    if args.num_processes is not None:
+        from kdeval.distill import accel
+
+        accel.check_launch(cfg.precision, args.num_processes)
+        accel.check_num_processes(args.num_processes)
+        accel.check_method(cfg.method, args.num_processes)
+        if args.num_processes > 1 and accel.launched_world() == 1:
+            _check_before_launch(cfg)
+            return _launch(list(sys.argv[1:] if argv is None else argv), args.num_processes, cfg.precision)
     result = train(cfg, resume=args.resume, progress=not args.quiet)
+    if os.environ.get("RANK", "0") != "0":  # one summary line per run, from the main process
+        return 0
     print(
         f"distilled {cfg.method}: {result.steps} steps, final loss {result.final_loss:.4f}, "
         f"{result.tokens_per_s:.0f} tokens/s -> {result.out}",
         file=sys.stderr,
     )
     return 0
+
+
+def _check_before_launch(cfg: DistillConfig) -> None:
+    """The input checks every process would make, made once here: a mistake is one line, not one
+    per process plus the launcher's report of failed workers."""
+    from kdeval.distill.accel import check_precision
+    from kdeval.distill.lora import check_config_targets
+    from kdeval.distill.models import default_device
+    from kdeval.distill.setup import check_inputs
+
+    check_precision(cfg.precision, default_device())
+    check_inputs(cfg)
+    check_config_targets(cfg)
+    from kdeval.distill.data import read_records, require_responses
+
+    if methods.get(cfg.method).teacher != "text":  # seqkd's teacher writes the responses
+        require_responses(read_records(Path(cfg.train)), cfg.method)
+    if cfg.valid:
+        require_responses(read_records(Path(cfg.valid)), "validation")
+
+
+def _launch(argv: list[str], n: int, precision: str) -> int:
+    """Run this same command in n processes under accelerate's launcher; its exit status."""
+    import subprocess
+
+    from kdeval.distill.accel import launch_command, strip_flag
+
+    cmd = launch_command(strip_flag(argv, "--num-processes"), n, precision)
+    return subprocess.run(cmd, check=False).returncode
 
 
 def _run_pipeline(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ exact spec it ran with next to the model (`distill_config.yaml`), and a resumed 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -86,6 +86,26 @@ class DistillConfig(BaseModel):
     )
     chunk_size: int = Field(512, ge=1, description="tokens per loss chunk (bounds the logits memory)")
 
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="student compute precision: bf16/fp16 autocast over float32 master weights (fp16 with "
+        "loss scaling, GPU only); the losses stay float32; a dense teacher runs in bf16/fp16 too, or in its "
+        "checkpoint's dtype with fp32",
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="recompute the student's layer activations in the backward (less memory)"
+    )
+    lora_r: int | None = Field(
+        None, ge=1, description="train a LoRA adapter of this rank (peft) instead of all weights"
+    )
+    lora_alpha: int | None = Field(None, ge=1, description="LoRA scaling numerator (default 2 * lora_r)")
+    lora_target: list[str] | None = Field(
+        None, description="module names LoRA adapts, comma-separated (default: peft's for the model type)"
+    )
+    save_adapter: bool = Field(
+        False, description="with LoRA: keep the adapter in OUT/adapter as well as the merged model in OUT"
+    )
+
     use_chat_template: bool | None = None
     trust_remote_code: bool = False
     # seqkd stage 1: the teacher's generations, cached so stage 2 (and re-runs) reuse them.
@@ -120,6 +140,23 @@ class DistillConfig(BaseModel):
         from kdeval.thinking import check_setting
 
         return check_setting(v)
+
+    @field_validator("lora_target", mode="before")
+    @classmethod
+    def _split_targets(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [t.strip() for t in v.split(",")]
+        if isinstance(v, list) and not all(isinstance(t, str) and t for t in v):
+            raise ValueError("lora_target needs module names, e.g. q_proj,v_proj")
+        return v
+
+    @model_validator(mode="after")
+    def _lora_settings_need_a_rank(self) -> DistillConfig:
+        given = [f for f in ("lora_alpha", "lora_target") if getattr(self, f) is not None]
+        given += ["save_adapter"] if self.save_adapter else []
+        if given and self.lora_r is None:
+            raise ValueError(f"{', '.join(given)} without lora_r: pass --lora-r R to train a LoRA adapter")
+        return self
 
     @model_validator(mode="after")
     def _teacher_when_needed(self) -> DistillConfig:

@@ -27,19 +27,29 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(path: str, *, trust_remote_code: bool = False, device: str | None = None) -> PreTrainedModel:
-    """A causal LM in float32 (weights, losses and AdamW state), on the GPU when there is one."""
+def load_model(
+    path: str,
+    *,
+    trust_remote_code: bool = False,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str = torch.float32,
+) -> PreTrainedModel:
+    """A causal LM, float32 by default (a student's master weights and AdamW state), on the GPU
+    when there is one; a teacher passes `teacher_dtype`'s choice."""
     from transformers import AutoModelForCausalLM
 
     check_model("model", path, trust_remote_code=trust_remote_code)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch.float32, trust_remote_code=trust_remote_code
-        )
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
     except OSError as exc:  # missing files, or a hub id with no network
         raise _load_error(path, exc) from None
     moved: PreTrainedModel = cast(Any, model).to(device or default_device())  # HF types .to() oddly
     return moved
+
+
+def teacher_dtype(precision: str) -> torch.dtype | str:
+    """The teacher only infers: in the student's half precision, or its checkpoint's dtype with fp32."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, "auto")
 
 
 def load_tokenizer(path: str, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:

@@ -22,7 +22,7 @@ from kdeval.distill.data import (
     tokenize,
 )
 from kdeval.distill.losses import LossSpec
-from kdeval.distill.models import check_head, load_model, load_tokenizer, vocab_size
+from kdeval.distill.models import check_head, load_model, load_tokenizer, teacher_dtype, vocab_size
 from kdeval.distill.objective import DenseTeacher, Objective, TeacherSource
 from kdeval.distill.onpolicy import OnPolicy
 from kdeval.distill.topk import FORMAT, build_cache, open_cache
@@ -67,7 +67,10 @@ def check_inputs(cfg: DistillConfig) -> None:
             raise UserError("data file not found", where=path, fix=f"check the path given to {flag}")
 
 
-def prepare(cfg: DistillConfig, *, progress: bool = True) -> Setup:
+def prepare(cfg: DistillConfig, *, progress: bool = True, device: Any = None) -> Setup:
+    """Data, student (LoRA-wrapped when asked), teacher source; models on `device` (default: the GPU
+    when there is one). `Setup.student` is what trains and is saved; the objective runs its inner
+    Hugging Face model."""
     from kdeval.backends.prompting import PromptCodec
 
     check_inputs(cfg)
@@ -79,13 +82,14 @@ def prepare(cfg: DistillConfig, *, progress: bool = True) -> Setup:
         records = read_records(Path(cfg.valid))
         require_responses(records, "validation")
         valid = tokenize(records, codec, cfg.max_len)
-    student = load_model(cfg.student, trust_remote_code=cfg.trust_remote_code)
+    student = load_model(cfg.student, trust_remote_code=cfg.trust_remote_code, device=device)
     spec = loss_spec(cfg)
-    vocab, teacher = _teacher_source(cfg, tokenizer, student, train, codec.pad_id, progress)
+    vocab, teacher = _teacher_source(cfg, tokenizer, student, train, codec.pad_id, progress, device)
     check_head(student, collate(train[:1], codec.pad_id), vocab)
+    trained = _trainable(cfg, student)
     objective = Objective(spec, student, vocab, cfg.chunk_size, teacher)
     on_policy = _on_policy(cfg, codec) if methods.get(cfg.method).on_policy else None
-    return Setup(spec, student, tokenizer, codec, codec.pad_id, train, valid, objective, on_policy)
+    return Setup(spec, trained, tokenizer, codec, codec.pad_id, train, valid, objective, on_policy)
 
 
 def _on_policy(cfg: DistillConfig, codec: PromptCodec) -> OnPolicy:
@@ -98,6 +102,23 @@ def _on_policy(cfg: DistillConfig, codec: PromptCodec) -> OnPolicy:
         pad_id=codec.pad_id,
         eos_ids=tuple(codec.eos_ids),
     )
+
+
+def _trainable(cfg: DistillConfig, student: PreTrainedModel) -> Any:
+    """The student as it trains: gradient checkpointing on when asked, wrapped in LoRA when asked."""
+    if cfg.gradient_checkpointing:
+        if not student.supports_gradient_checkpointing:
+            raise UserError(
+                "this student model does not support gradient checkpointing",
+                where=cfg.student,
+                fix="drop --gradient-checkpointing",
+            )
+        student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.lora_r is None:
+        return student
+    from kdeval.distill.lora import apply_lora
+
+    return apply_lora(student, cfg)
 
 
 def _train_records(cfg: DistillConfig, progress: bool) -> list[Any]:
@@ -117,6 +138,7 @@ def _teacher_source(
     train: list[TokenizedExample],
     pad_id: int,
     progress: bool,
+    device: Any = None,
 ) -> tuple[int, TeacherSource | None]:
     """(real vocabulary size, teacher source) after the vocabulary guard."""
     if not methods.get(cfg.method).token_level or cfg.teacher is None:
@@ -125,12 +147,21 @@ def _teacher_source(
         return _served_topk_cache(cfg, tokenizer, student, train, progress)
     teacher_tok = load_tokenizer(cfg.teacher, trust_remote_code=cfg.trust_remote_code)
     if cfg.topk is None:
-        teacher = load_model(cfg.teacher, trust_remote_code=cfg.trust_remote_code)
+        teacher = _load_teacher(cfg, device)
         vocab = vocab_size(tokenizer, student, teacher_tok, teacher, cfg.teacher)
         check_head(teacher, collate(train[:1], pad_id), vocab)
         return vocab, DenseTeacher(teacher, vocab, cfg.temperature)
     vocab = vocab_size(tokenizer, student, teacher_tok, None, cfg.teacher)
-    return vocab, _topk_cache(cfg, tokenizer, student, train, vocab, pad_id, progress)
+    return vocab, _topk_cache(cfg, tokenizer, student, train, vocab, pad_id, progress, device)
+
+
+def _load_teacher(cfg: DistillConfig, device: Any) -> PreTrainedModel:
+    """The teacher for inference only: no gradients, in bf16/fp16 or its checkpoint's dtype."""
+    assert cfg.teacher is not None
+    dtype = teacher_dtype(cfg.precision)
+    teacher = load_model(cfg.teacher, trust_remote_code=cfg.trust_remote_code, device=device, dtype=dtype)
+    teacher.requires_grad_(False)
+    return teacher
 
 
 def _topk_cache(
@@ -141,17 +172,20 @@ def _topk_cache(
     vocab: int,
     pad_id: int,
     progress: bool,
+    device: Any = None,
 ) -> TeacherSource:
     """Reuse the cache when it was built for this teacher, data, k, T and vocabulary; else build it."""
     from kdeval.config import model_fingerprint
 
     assert cfg.teacher is not None and cfg.topk is not None
     identity = _cache_identity(cfg, vocab, train, model_fingerprint(cfg.teacher))
+    if cfg.precision != "fp32":  # the teacher runs in half precision (fp32 keeps the old identity)
+        identity["teacher_dtype"] = cfg.precision
     folder = cfg.topk_dir()
     cache = open_cache(folder, identity)
     if cache is not None:
         return cache
-    teacher = load_model(cfg.teacher, trust_remote_code=cfg.trust_remote_code)
+    teacher = _load_teacher(cfg, device)
     # The tokenizers already matched; this checks the teacher's output layer covers the vocabulary.
     vocab_size(tokenizer, student, tokenizer, teacher, cfg.teacher)
     check_head(teacher, collate(train[:1], pad_id), vocab)

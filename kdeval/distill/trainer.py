@@ -4,10 +4,15 @@
 run alongside, or the top-k cache written once), trains the student, and writes OUT as a normal
 Hugging Face model directory plus train_log.jsonl, loss_curve.png, distill_config.yaml and
 distill_summary.json.
+
+Under a multi-process launch (kdeval.distill.accel) every process runs this loop on its share of
+each global batch; only the main process writes files (log, checkpoints, model), and every process
+restores a checkpoint the same way, so `--resume` works whatever the process count.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import sys
@@ -20,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from kdeval.datafiles import write_atomic
+from kdeval.distill.accel import Dist, check_method, start
 from kdeval.distill.checkpoint import (
     CHECKPOINTS,
     Position,
@@ -30,6 +36,7 @@ from kdeval.distill.checkpoint import (
 )
 from kdeval.distill.config import CONFIG_FILE, DistillConfig
 from kdeval.distill.data import TokenizedExample, collate
+from kdeval.distill.lora import save_student
 from kdeval.distill.outputs import CURVE, TrainLog, plot_curve, read_summary, write_summary
 from kdeval.distill.setup import Setup, prepare
 from kdeval.errors import UserError
@@ -44,7 +51,14 @@ StepHook = Callable[[int, float], None]
 #: Seconds of a monotonic clock; the time-based checkpoints read it (tests pass their own).
 Clock = Callable[[], float]
 #: Settings that may change between a run and its resumption without changing its result.
-_RESUMABLE = ("checkpoint_every", "checkpoint_minutes", "keep_checkpoints", "topk_shard")
+_RESUMABLE = (
+    "checkpoint_every",
+    "checkpoint_minutes",
+    "keep_checkpoints",
+    "topk_shard",
+    "gradient_checkpointing",
+    "save_adapter",
+)
 #: Teacher caches a fresh run may find in OUT (they check their own validity).
 _CACHES = ("teacher_topk", "teacher_responses.jsonl")
 
@@ -77,26 +91,51 @@ def train(
     `checkpoint_minutes` passed since the last one (by `clock`), so a `kill -9` loses at most
     that much training (plus the step under way). Every checkpoint holds the whole state, so
     resuming from any of them ends with the same weights as an uninterrupted run."""
+    dist = start(cfg.precision)
+    check_method(cfg.method, dist.world)
     out = cfg.out_dir
     done = _check_out(out, cfg, resume)
+    dist.barrier()  # every process looked at OUT before the main one writes to it
     if done is not None:
         return done
     torch.manual_seed(cfg.seed)
-    run = prepare(cfg, progress=progress)
+    progress = progress and dist.main
+    with dist.main_first():  # caches (top-k, seqkd answers) are built once, by the main process
+        run = prepare(cfg, progress=progress, device=dist.device)
     optimizer, scheduler, total = _optimizer(cfg, run)
     position, resumed_from = Position(), None
     checkpoints = list_checkpoints(out) if resume else []
     if checkpoints:
         position = load_checkpoint(checkpoints[-1], run.student, optimizer, scheduler)
         resumed_from = position.global_step
-    log = TrainLog(out)
+    dist.barrier()  # every process read the checkpoint before the main one may replace it
+    log = TrainLog(out) if dist.main else _NoLog(out)
     log.rewind(position.global_step)
-    write_atomic(out / CONFIG_FILE, cfg.to_yaml())
-    saver = _Saver(cfg, run, optimizer, scheduler, clock)
+    if dist.main:
+        write_atomic(out / CONFIG_FILE, cfg.to_yaml())
+    saver = _Saver(cfg, run, optimizer, scheduler, clock, enabled=dist.main)
     teacher = getattr(run.objective.teacher, "model", None)  # a dense teacher runs in this process
-    with using_torch_threads(count_params([run.student, teacher])):  # the rule in kdeval.threads
-        last = _loop(cfg, run, optimizer, scheduler, total, position, log, progress, on_step, saver)
-    return _finish(cfg, run, position, log, last, resumed_from)
+    with using_torch_threads(count_params([run.student, teacher])) as threads:  # kdeval.threads' rule
+        dist.share_cpus(threads)
+        last = _loop(cfg, run, optimizer, scheduler, total, position, log, progress, on_step, saver, dist)
+    result = _finish(cfg, run, position, log, last, resumed_from, dist)
+    dist.barrier()  # OUT is complete when any process returns
+    return result
+
+
+class _NoLog(TrainLog):
+    """The log as a non-main process sees it: read-only (the main process writes it)."""
+
+    def rewind(self, step: int) -> None:
+        pass
+
+    def append(self, record: dict[str, Any]) -> None:
+        pass
+
+
+def trainable(run: Setup) -> list[torch.nn.Parameter]:
+    """The parameters AdamW updates: all of the student's, or a LoRA adapter's."""
+    return [p for p in run.student.parameters() if p.requires_grad]
 
 
 def _check_out(out: Path, cfg: DistillConfig, resume: bool) -> TrainResult | None:
@@ -133,7 +172,7 @@ def _optimizer(cfg: DistillConfig, run: Setup) -> tuple[torch.optim.Optimizer, A
     per_epoch = math.ceil(math.ceil(len(run.train) / cfg.batch_size) / cfg.grad_accum)
     total = per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, per_epoch * cfg.epochs)
     warmup = math.ceil(cfg.warmup_ratio * total)
-    optimizer = torch.optim.AdamW(run.student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(trainable(run), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -154,20 +193,21 @@ def _loop(
     progress: bool,
     on_step: StepHook | None,
     saver: _Saver,
+    dist: Dist,
 ) -> float:
     """Train from `position` to the end; returns the last step's loss."""
     bar = _bar(total, position.global_step, progress)
     last = math.nan
     run.student.train()
+    per_step = cfg.batch_size * cfg.grad_accum  # the global batch, whatever the process count
     while position.epoch < cfg.epochs and position.global_step < total:
         order = epoch_order(len(run.train), cfg.seed, position.epoch)
-        micro = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-        steps = [micro[i : i + cfg.grad_accum] for i in range(0, len(micro), cfg.grad_accum)]
+        steps = [order[i : i + per_step] for i in range(0, len(order), per_step)]
         for s in range(position.step_in_epoch, len(steps)):
             if position.global_step >= total:
                 break
             started = time.perf_counter()
-            stats = _step(cfg, run, optimizer, scheduler, steps[s], position.global_step)
+            stats = _step(cfg, run, optimizer, scheduler, steps[s], dist, position.global_step)
             position.seconds += time.perf_counter() - started
             position.global_step, position.step_in_epoch = position.global_step + 1, s + 1
             position.tokens += stats["tokens"]
@@ -189,7 +229,7 @@ def _loop(
         if position.step_in_epoch >= len(steps):
             position.epoch, position.step_in_epoch = position.epoch + 1, 0
         if position.global_step < total:  # the final evaluation is _finish's
-            _validate(cfg, run, position, log)
+            _validate(cfg, run, position, log, dist)
     bar.close()
     return last
 
@@ -199,9 +239,16 @@ class _Saver:
     steps, or once `checkpoint_minutes` passed since the last one (or since training started)."""
 
     def __init__(
-        self, cfg: DistillConfig, run: Setup, optimizer: torch.optim.Optimizer, scheduler: Any, clock: Clock
+        self,
+        cfg: DistillConfig,
+        run: Setup,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        clock: Clock,
+        enabled: bool = True,
     ) -> None:
         self.cfg, self.run, self.optimizer, self.scheduler, self.clock = cfg, run, optimizer, scheduler, clock
+        self.enabled = enabled  # the main process writes; every process holds the same state
         self.last = clock()
 
     def due(self, step: int) -> bool:
@@ -210,7 +257,7 @@ class _Saver:
         return by_count or (minutes > 0 and self.clock() - self.last >= 60.0 * minutes)
 
     def after_step(self, position: Position) -> None:
-        if self.due(position.global_step):
+        if self.enabled and self.due(position.global_step):
             save_checkpoint(self.cfg.out_dir, position, self.run.student, self.optimizer, self.scheduler)
             self.last = self.clock()
 
@@ -220,14 +267,29 @@ def _step(
     run: Setup,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
-    micro: list[list[int]],
+    ids: list[int],
+    dist: Dist,
     step: int = 0,
 ) -> dict[str, Any]:
-    sums, n_tokens = accumulate(run, micro, step)
+    """One optimizer step on the global batch `ids`: this process's share, then the summed gradient."""
+    mine = dist.share(ids)
+    micro = [mine[i : i + cfg.batch_size] for i in range(0, len(mine), cfg.batch_size)]
+    # valid targets of the global batch; an on-policy method (one process) counts its written responses
+    n_tokens = None if run.on_policy is not None else sum(run.train[i].n_response for i in ids)
+    sums, n_tokens = accumulate(run, micro, n_tokens, dist, step)
+    params = trainable(run)
+    dist.sum_grads(params)
+    sums = dist.sum(sums)
+    if dist.scaler is not None:
+        dist.scaler.unscale_(optimizer)
     if cfg.max_grad_norm is not None:
-        torch.nn.utils.clip_grad_norm_(run.student.parameters(), cfg.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
     lr = scheduler.get_last_lr()[0]
-    optimizer.step()
+    if dist.scaler is not None:
+        dist.scaler.step(optimizer)
+        dist.scaler.update()
+    else:
+        optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     n = max(n_tokens, 1)
@@ -235,21 +297,35 @@ def _step(
     return {"loss": loss, "ce": float(sums[0]) / n, "div": float(sums[1]) / n, "lr": lr, "tokens": n_tokens}
 
 
-def accumulate(run: Setup, micro: Sequence[Sequence[int]], step: int = 0) -> tuple[torch.Tensor, int]:
+def accumulate(
+    run: Setup,
+    micro: Sequence[Sequence[int]],
+    n_tokens: int | None = None,
+    dist: Dist | None = None,
+    step: int = 0,
+) -> tuple[torch.Tensor, int]:
     """Backward over the micro-batches of one optimizer step; returns ([CE, div] sums, tokens).
 
-    Each micro-batch's loss sum is divided by the valid tokens of the whole step, so the
-    accumulated gradient is the per-token mean over the step however it is split: two
-    micro-batches of one example give the gradient of one micro-batch of two. With an on-policy
-    method (gkd) the student first writes the responses of some micro-batches (`step` seeds that).
+    Each micro-batch's loss sum is divided by the valid tokens of the whole step (`n_tokens`, the
+    global batch's under several processes; default: these micro-batches'), so the accumulated
+    gradient is the per-token mean over the step however it is split: two micro-batches of one
+    example give the gradient of one micro-batch of two, and two processes that of one. With an
+    on-policy method (gkd) the student first writes the responses of some micro-batches (`step`
+    seeds that).
     """
     batches = [collate(_examples(run, ids, step, j), run.pad_id) for j, ids in enumerate(micro)]
-    n_tokens = sum(b.n_targets for b in batches)
+    if n_tokens is None:
+        n_tokens = sum(b.n_targets for b in batches)
     sums = torch.zeros(2)
     for ids, batch in zip(micro, batches, strict=True):
-        part = run.objective.loss_sums(batch, ids)
-        run.spec.combine(part, max(n_tokens, 1)).backward()
-        sums += part.detach().cpu()
+        with dist.autocast() if dist is not None else contextlib.nullcontext():
+            part = run.objective.loss_sums(batch, ids)  # float32 sums, whatever the precision
+        loss = run.spec.combine(part, max(n_tokens, 1))
+        if dist is not None:
+            dist.backward(loss)
+        else:
+            loss.backward()
+        sums += part.detach().float().cpu()
     return sums, n_tokens
 
 
@@ -261,11 +337,13 @@ def _examples(run: Setup, ids: Sequence[int], step: int, micro: int) -> list[Tok
     return run.on_policy.examples(run.student, examples, step, micro)
 
 
-def _validate(cfg: DistillConfig, run: Setup, position: Position, log: TrainLog) -> None:
-    """CE of the student on the validation responses: one number comparable across methods."""
-    if not run.valid:
+def _validate(cfg: DistillConfig, run: Setup, position: Position, log: TrainLog, dist: Dist) -> None:
+    """CE of the student on the validation responses: one number comparable across methods
+    (computed and logged by the main process)."""
+    if not run.valid or not dist.main:
         return
-    ce, n = evaluate_ce(run, run.valid, max(cfg.batch_size, 8))
+    with dist.autocast():
+        ce, n = evaluate_ce(run, run.valid, max(cfg.batch_size, 8))
     log.append({"kind": "valid", "step": position.global_step, "epoch": position.epoch, "valid_ce": ce / n})
     run.student.train()
 
@@ -283,16 +361,24 @@ def evaluate_ce(run: Setup, examples: Sequence[TokenizedExample], batch_size: in
 
 
 def _finish(
-    cfg: DistillConfig, run: Setup, position: Position, log: TrainLog, last: float, resumed_from: int | None
+    cfg: DistillConfig,
+    run: Setup,
+    position: Position,
+    log: TrainLog,
+    last: float,
+    resumed_from: int | None,
+    dist: Dist,
 ) -> TrainResult:
     out = cfg.out_dir
     if math.isnan(last):  # resumed at the very end: take the loss from the log
         last = next((r["loss"] for r in reversed(list(log.records())) if r.get("kind") == "train"), math.nan)
-    _validate(cfg, run, position, log)
-    run.student.save_pretrained(out, safe_serialization=True)
+    result = TrainResult(out, position.global_step, last, position.tokens, position.seconds, resumed_from)
+    if not dist.main:
+        return result
+    _validate(cfg, run, position, log, dist)
+    save_student(run.student, out, cfg.save_adapter)
     run.tokenizer.save_pretrained(out)
     plot_curve(log, out / CURVE, f"{cfg.method}: {Path(cfg.student).name}")
-    result = TrainResult(out, position.global_step, last, position.tokens, position.seconds, resumed_from)
     write_summary(
         out,
         {
@@ -302,6 +388,8 @@ def _finish(
             "seconds": result.seconds,
             "tokens_per_s": result.tokens_per_s,
             "method": cfg.method,
+            "processes": dist.world,
+            "precision": cfg.precision,
         },
     )
     if not cfg.keep_checkpoints:
