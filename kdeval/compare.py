@@ -182,7 +182,7 @@ def _task_entry(
     budget = spec.max_tokens.get(t.name, spec.max_tokens.get("*"))  # None: the task's own
     return {
         "name": t.name,
-        "suite": catalog.suite_of(t).name,
+        "suite": "lm-eval" if t.family == "lm-eval" else catalog.suite_of(t).name,
         "family": t.family,
         "version": t.version,
         "task_type": t.task_type,

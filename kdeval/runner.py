@@ -72,7 +72,12 @@ BackendFactory = Callable[[RunSpec, ResolvedModel], Backend]
 
 def load_tasks(spec: RunSpec, catalog: Catalog) -> list[LoadedTask]:
     """Select and load every task up front, so bad input fails before any model starts."""
-    tasks = catalog.select(spec.suites, spec.tasks, list(spec.data))
+    kdeval_tasks = spec.suites or spec.tasks or spec.data or not spec.lm_eval.tasks
+    tasks: list[Task] = catalog.select(spec.suites, spec.tasks, list(spec.data)) if kdeval_tasks else []
+    if spec.lm_eval.tasks:
+        from kdeval.lmeval.adapter import lmeval_tasks
+
+        tasks += lmeval_tasks(spec.lm_eval, spec.limit)
     loaded = []
     for task in tasks:
         path = datasource.resolve(task, spec.data.get(task.name))
