@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from kdeval.config import digest
 from kdeval.errors import UserError
 from kdeval.lmeval import metrics
+from kdeval.lmeval.build import quiet
 from kdeval.tasks import ChoiceRequest, Example, GenerateRequest, Message, Output, Request, Scored, Task
 
 if TYPE_CHECKING:
@@ -85,26 +86,33 @@ class LmEvalTask(Task):
 
     def build(self, limit: int | None) -> list[Example]:
         """lm-eval's Instances for the first `limit` documents, grouped per document."""
-        spec = self._spec
-        chat = spec.apply_chat_template
         try:
-            self._task.build_all_requests(
-                limit=limit,
-                rank=0,
-                world_size=1,
-                cache_requests=False,
-                rewrite_requests_cache=False,
-                system_instruction=spec.system_instruction,
-                apply_chat_template=chat,
-                fewshot_as_multiturn=spec.fewshot_as_multiturn,
-                chat_template=_capture_chat if chat else None,
-                tokenizer_name="kdeval" if chat else "",
-            )
+            with quiet():
+                self._build_requests(limit)
         except Exception as exc:
             raise UserError(
                 f"lm-eval task '{self.name}': building its requests failed: {type(exc).__name__}: {exc}",
                 fix="check the task's YAML and its data",
             ) from None
+        return self._examples()
+
+    def _build_requests(self, limit: int | None) -> None:
+        spec = self._spec
+        chat = spec.apply_chat_template
+        self._task.build_all_requests(
+            limit=limit,
+            rank=0,
+            world_size=1,
+            cache_requests=False,
+            rewrite_requests_cache=False,
+            system_instruction=spec.system_instruction,
+            apply_chat_template=chat,
+            fewshot_as_multiturn=spec.fewshot_as_multiturn,
+            chat_template=_capture_chat if chat else None,
+            tokenizer_name="kdeval" if chat else "",
+        )
+
+    def _examples(self) -> list[Example]:
         by_doc: dict[int, list[Any]] = defaultdict(list)
         for inst in self._task.instances:
             by_doc[inst.doc_id].append(inst)

@@ -6,8 +6,12 @@ offline) is one line: kdeval.errors.UserError.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import io
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +40,8 @@ def task_manager(spec: LmEvalSpec) -> Any:
     for path in spec.include:
         if not Path(path).is_dir():
             raise UserError(f"--lm-eval-include {path}: not a directory", fix="pass a folder of task YAMLs")
-    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    for name in ("lm_eval", "datasets", "evaluate"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     return TaskManager(include_path=list(spec.include) or None)
 
 
@@ -47,7 +52,8 @@ def build_tasks(spec: LmEvalSpec) -> dict[str, Any]:
     for name in spec.tasks:
         _check_known(tm, name)
     try:
-        loaded = tm.load(list(spec.tasks))
+        with quiet():
+            loaded = tm.load(list(spec.tasks))
     except Exception as exc:  # a dataset that cannot load (offline, missing file) or a bad YAML
         raise UserError(
             f"lm-eval task {', '.join(spec.tasks)}: could not be built: {_first_line(exc)}",
@@ -57,6 +63,22 @@ def build_tasks(spec: LmEvalSpec) -> dict[str, Any]:
     for task in tasks.values():
         _apply_fewshot(task, spec.num_fewshot)
     return tasks
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """lm-eval and datasets draw progress bars and log while they load data and build requests:
+    kdeval's output stays its own (their errors still surface, as exceptions)."""
+    import datasets
+
+    was = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        if was:
+            datasets.enable_progress_bars()
 
 
 def _check_known(tm: Any, name: str) -> None:
