@@ -78,6 +78,7 @@ def load_tasks(spec: RunSpec, catalog: Catalog) -> list[LoadedTask]:
         from kdeval.lmeval.adapter import lmeval_tasks
 
         tasks += lmeval_tasks(spec.lm_eval, spec.limit)
+        _check_unique(tasks)
     loaded = []
     for task in tasks:
         path = datasource.resolve(task, spec.data.get(task.name))
@@ -97,6 +98,17 @@ def load_tasks(spec: RunSpec, catalog: Catalog) -> list[LoadedTask]:
             )
         )
     return loaded
+
+
+def _check_unique(tasks: list[Task]) -> None:
+    """A kdeval task and an lm-eval task of the same name (gsm8k) would share their results' rows."""
+    names = [t.name for t in tasks]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise UserError(
+            f"task {', '.join(dupes)} is both a kdeval task and an lm-eval task of this run",
+            fix="run one of the two (in a separate run for the other)",
+        )
 
 
 def _first_request(task: Task, ex: Example) -> Request:

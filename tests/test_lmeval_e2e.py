@@ -4,19 +4,17 @@ run; an `evaluate` metric from a local module folder sits beside kdeval's own.""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from kdeval.tinymodels import build_tiny_model
+from tests.killing import kill_9_after
 from tests.lmeval_tasks import write_tasks
 
 pytest.importorskip("lm_eval")
@@ -66,19 +64,7 @@ def test_kill_9_then_resume_a_mixed_run(tiny_model_dir: Path, tiny_model_dir_b: 
     cmd += ["--lm-eval-task", "kd_mc", "--lm-eval-task", "kd_gen", "--metric", f"kd_gen=evaluate:{metric}"]
     env = {**os.environ, **OFFLINE}
     out = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [*cmd, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
-    )
-    stored: dict[str, str] = {}
-    deadline = time.time() + 600
-    while not stored and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.1)
-        if (out / "store.sqlite").exists():
-            with contextlib.suppress(sqlite3.OperationalError):
-                stored = _stored(out)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_9_after([*cmd, "--out", str(out)], out, 1, env)
     before = _stored(out)
     assert before and not (out / "results.json").exists()
 
