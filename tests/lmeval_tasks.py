@@ -29,13 +29,22 @@ PPL = [
     {"text": "Once upon a time there was a little village near the river."},
 ]
 
-_MC_YAML = """\
-task: kd_mc
+_HEADER = """\
+task: {name}
 dataset_path: json
 dataset_kwargs:
   data_files:
     test: {data}
 test_split: test
+"""
+
+
+def local_task_yaml(name: str, data: Path, body: str) -> str:
+    """An lm-eval task YAML reading `data` (JSON lines) in place: no hub, no network."""
+    return _HEADER.format(name=name, data=data) + body
+
+
+_MC_YAML = """\
 output_type: multiple_choice
 doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
 doc_to_choice: "{{{{choices}}}}"
@@ -48,12 +57,6 @@ metadata:
   version: 1.0
 """
 _GEN_YAML = """\
-task: kd_gen
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
 output_type: generate_until
 doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
 doc_to_target: "{{{{answer}}}}"
@@ -73,12 +76,6 @@ metadata:
   version: 2.0
 """
 _PPL_YAML = """\
-task: kd_ppl
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
 output_type: loglikelihood_rolling
 doc_to_text: ""
 doc_to_target: "{{{{text}}}}"
@@ -97,5 +94,5 @@ def write_tasks(folder: Path) -> Path:
     for name, rows, yaml in (("kd_mc", MC, _MC_YAML), ("kd_gen", GEN, _GEN_YAML), ("kd_ppl", PPL, _PPL_YAML)):
         data = folder / f"{name}.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        (folder / f"{name}.yaml").write_text(yaml.format(data=data))
+        (folder / f"{name}.yaml").write_text(local_task_yaml(name, data, yaml.format()))
     return folder

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from kdeval.cli import main
+from tests.lmeval_tasks import local_task_yaml
 from tests.test_gate_e2e import LIMIT, students  # noqa: F401  (the trained students fixture)
 
 pytest.importorskip("lm_eval")
@@ -17,12 +18,6 @@ pytestmark = pytest.mark.slow
 
 RULE = "nli_lm.acc,none:-1pt"
 YAML = """\
-task: nli_lm
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
 output_type: multiple_choice
 doc_to_text: "Premise: {{{{premise}}}}\\nHypothesis: {{{{hypothesis}}}}\\nDoes the premise entail \
 the hypothesis? Answer yes, maybe or no.\\nAnswer:"
@@ -47,7 +42,7 @@ def lm_runs(
     root = tmp_path_factory.mktemp("lmeval_gate")
     data = Path(kdeval_suites.nli.__file__).parent / "data" / "test.jsonl"  # read in place
     (root / "tasks").mkdir()
-    (root / "tasks" / "nli_lm.yaml").write_text(YAML.format(data=data))
+    (root / "tasks" / "nli_lm.yaml").write_text(local_task_yaml("nli_lm", data, YAML.format()))
 
     def compare(model: Path, out: Path) -> Path:
         argv = ["compare", "--distilled", str(model), "--backend", "hf", "--no-efficiency", "--quiet"]
