@@ -199,37 +199,48 @@ class HFBackend:
         for c in pending:
             if not c.seqs:  # only empty rolling texts: nothing to score
                 on_done(c.index, _choice_output(c))
-        flat = [(c, k) for c in pending for k in range(len(c.seqs))]
-        for batch in _chunks(flat, self.settings.batch_size):
-            scored = self._score_batch([c.seqs[k] for c, k in batch])
-            for (c, k), (score, greedy) in zip(batch, scored, strict=True):
-                c.scores[c.owner[k]] += score
-                c.greedy[c.owner[k]] &= greedy
-                c.left -= 1
-                if not c.left:
-                    on_done(c.index, _choice_output(c))
+        # Sequences with the same input (one-token choices after one context) run once, as in
+        # lm-eval: the input's last logits score every one of them.
+        rows: dict[tuple[int, ...], list[tuple[_Choices, int]]] = defaultdict(list)
+        for c in pending:
+            for k, (seq, _) in enumerate(c.seqs):
+                rows[tuple(seq[:-1])].append((c, k))
+        for batch in _chunks(list(rows.items()), self.settings.batch_size):
+            scored = self._score_batch([(list(inp), [c.seqs[k] for c, k in row]) for inp, row in batch])
+            for (_, row), results in zip(batch, scored, strict=True):
+                for (c, k), (score, greedy) in zip(row, results, strict=True):
+                    c.scores[c.owner[k]] += score
+                    c.greedy[c.owner[k]] &= greedy
+                    c.left -= 1
+                    if not c.left:
+                        on_done(c.index, _choice_output(c))
 
-    def _score_batch(self, batch: list[tuple[list[int], int]]) -> list[tuple[float, bool]]:
-        """Sum of the continuation log-probs of each sequence (lm-eval's loglikelihood), and
-        whether greedy decoding would produce the continuation (lm-eval's is_greedy)."""
+    def _score_batch(
+        self, batch: list[tuple[list[int], list[tuple[list[int], int]]]]
+    ) -> list[list[tuple[float, bool]]]:
+        """Per input, for each sequence it is the input of: the sum of the continuation's log-probs
+        (lm-eval's loglikelihood) and whether greedy decoding would produce it (lm-eval's is_greedy)."""
         import torch
 
-        ids, mask = self._left_pad([seq[:-1] for seq, _ in batch])
+        ids, mask = self._left_pad([inp for inp, _ in batch])
         # Left padding puts every continuation at the end, so only the last `keep` logits are
         # needed; explicit positions make padded rows see the same positions as unpadded ones.
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        keep = max(n for _, n in batch)
+        keep = max(n for _, seqs in batch for _, n in seqs)
         with torch.inference_mode():
             logits = self.model(
                 input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep
             ).logits
             logprobs = logits.float().log_softmax(-1)
         scores = []
-        for row, (seq, n) in enumerate(batch):
-            targets = torch.tensor(seq[-n:], device=logprobs.device)
-            picked = logprobs[row, keep - n :].gather(-1, targets[:, None])
-            greedy = bool((logprobs[row, keep - n :].argmax(-1) == targets).all())
-            scores.append((float(picked.sum()), greedy))
+        for row, (_, seqs) in enumerate(batch):
+            per_seq = []
+            for seq, n in seqs:
+                targets = torch.tensor(seq[-n:], device=logprobs.device)
+                picked = logprobs[row, keep - n :].gather(-1, targets[:, None])
+                greedy = bool((logprobs[row, keep - n :].argmax(-1) == targets).all())
+                per_seq.append((float(picked.sum()), greedy))
+            scores.append(per_seq)
         return scores
 
     def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -57,7 +57,8 @@ class LmEvalTask(Task):
         self.task_type = "generate" if output == "generate_until" else "multiple_choice"
         config = task.dump_config()
         # lm-eval's version and its full config (prompt, few-shot, filters, metrics) enter comparability
-        self.version = f"{task.VERSION}+{digest([config, spec.num_fewshot, spec.system_instruction])[:12]}"
+        options = spec.model_dump(exclude={"tasks", "include"})  # few-shot, chat, system instruction
+        self.version = f"{task.VERSION}+{digest([_stable(config), options])[:12]}"
         self.metrics = tuple(self._metric_names())
         self.primary_metric = self.metrics[0]
         self.description = f"lm-eval task {name} ({output})"
@@ -175,6 +176,13 @@ class LmEvalTask(Task):
                 if name in self.metrics:
                     stats[name] = metrics.row(name, value)
         return Scored(_answer(kind, out, insts), _references(self._task, doc), stats)
+
+
+def _stable(config: dict[str, Any]) -> Any:
+    """The config as JSON, a function by its name (its repr holds an address that changes per run)."""
+    return json.loads(
+        json.dumps(config, sort_keys=True, default=lambda o: getattr(o, "__qualname__", repr(o)))
+    )
 
 
 def _response(kind: str, out: Output, k: int) -> Any:

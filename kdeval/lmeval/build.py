@@ -34,6 +34,8 @@ def require(module: str) -> Any:
 
 
 def task_manager(spec: LmEvalSpec) -> Any:
+    """lm-eval's TaskManager. Indexing lm-eval's own thousands of task YAMLs takes most of its
+    start-up, so when every named task is in --lm-eval-include's folders those are indexed alone."""
     require("lm_eval")
     from lm_eval.tasks import TaskManager
 
@@ -42,6 +44,10 @@ def task_manager(spec: LmEvalSpec) -> Any:
             raise UserError(f"--lm-eval-include {path}: not a directory", fix="pass a folder of task YAMLs")
     for name in ("lm_eval", "datasets", "evaluate"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    if spec.include:
+        own = TaskManager(include_path=list(spec.include), include_defaults=False)
+        if set(spec.tasks) <= set(own.all_tasks):
+            return own
     return TaskManager(include_path=list(spec.include) or None)
 
 
