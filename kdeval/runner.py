@@ -135,6 +135,7 @@ def resolve_models(spec: RunSpec, tasks: list[LoadedTask], log: Log) -> list[Res
     models = [resolve(spec, m, needs) for m in spec.models]
     for m in models:
         _check_context(spec, m, tasks)
+        _check_lmeval_local(m, tasks)
     _warn_same_checkpoint(models, log)
     for m in models:
         where = m.path if m.remote else f"{m.path} ({m.settings.dtype})"
@@ -156,6 +157,16 @@ def _warn_same_checkpoint(models: list[ResolvedModel], log: Log) -> None:
                 f"{alike}; check their paths if that is not what you meant"
             )
         seen.update(dict.fromkeys(keys, first or m))
+
+
+def _check_lmeval_local(m: ResolvedModel, tasks: list[LoadedTask]) -> None:
+    """lm-eval's requests are raw text tokenized as lm-eval does: local engines only (for now)."""
+    lmeval = [lt.task.name for lt in tasks if lt.task.family == "lm-eval"]
+    if lmeval and m.remote:
+        raise UserError(
+            f"model '{m.name}' is a server: lm-eval tasks ({', '.join(lmeval)}) run on local backends only",
+            fix="give the model's checkpoint with --backend hf or vllm",
+        )
 
 
 def _check_budgets(spec: RunSpec, tasks: list[LoadedTask]) -> None:

@@ -7,10 +7,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.lmeval_tasks import write_tasks
+
+if TYPE_CHECKING:
+    from tests.servers import VLLMServer
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -111,3 +115,14 @@ def test_bad_metric_flags_are_one_line(
         "--lm-eval-task", "kd_mc", "--metric", flag, "--no-efficiency", "--out", str(tmp_path / "out"),
     )  # fmt: skip
     assert expected in _one_line_error(proc)
+
+
+@pytest.mark.slow
+def test_a_server_model_is_refused_for_lm_eval_tasks(vllm_server: VLLMServer, tmp_path: Path) -> None:
+    pytest.importorskip("lm_eval")
+    tasks = write_tasks(tmp_path / "tasks")
+    proc = _kdeval(
+        "compare", "--model", f"m={vllm_server.base_url}", "--lm-eval-include", str(tasks),
+        "--lm-eval-task", "kd_mc", "--no-efficiency", "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert "is a server: lm-eval tasks (kd_mc) run on local backends only" in _one_line_error(proc)
