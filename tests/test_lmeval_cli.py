@@ -30,6 +30,19 @@ def _kdeval(*args: str, pre: str = "") -> subprocess.CompletedProcess[str]:
     )
 
 
+def _lmeval_error(model: str, tmp_path: Path, task: str, *extra: str, include: Path | None = None) -> str:
+    """The one-line error of `kdeval compare --model m=MODEL --lm-eval-task TASK ...` on the test tasks."""
+    pytest.importorskip("lm_eval")
+    folder = include or write_tasks(tmp_path / "tasks")
+    proc = _kdeval(
+        "compare", "--model", f"m={model}", "--lm-eval-include", str(folder), "--lm-eval-task", task,
+        *extra, "--no-efficiency", "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    line = _one_line_error(proc)
+    assert not (tmp_path / "out").exists()
+    return line
+
+
 def _one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
     lines = [x for x in proc.stderr.splitlines() if x.strip()]
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -69,30 +82,18 @@ def test_missing_extra_is_one_line(tiny_model_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_unknown_task_names_close_matches(tiny_model_dir: Path, tmp_path: Path) -> None:
-    pytest.importorskip("lm_eval")
-    tasks = write_tasks(tmp_path / "tasks")
-    proc = _kdeval(
-        "compare", "--model", f"m={tiny_model_dir}", "--lm-eval-include", str(tasks),
-        "--lm-eval-task", "kd_mcq", "--no-efficiency", "--out", str(tmp_path / "out"),
-    )  # fmt: skip
-    line = _one_line_error(proc)
+    line = _lmeval_error(str(tiny_model_dir), tmp_path, "kd_mcq")
     assert "no such lm-eval task" in line and "did you mean kd_mc" in line
-    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow
 def test_dataset_not_loadable_offline_is_one_line(tiny_model_dir: Path, tmp_path: Path) -> None:
-    pytest.importorskip("lm_eval")
     (tmp_path / "hub.yaml").write_text(
         "task: kd_hub\ndataset_path: no-such-org/no-such-dataset\ntest_split: test\n"
         "output_type: multiple_choice\ndoc_to_text: q\ndoc_to_choice: ['a', 'b']\ndoc_to_target: 0\n"
         "metric_list:\n  - metric: acc\n"
     )
-    proc = _kdeval(
-        "compare", "--model", f"m={tiny_model_dir}", "--lm-eval-include", str(tmp_path),
-        "--lm-eval-task", "kd_hub", "--no-efficiency", "--out", str(tmp_path / "out"),
-    )  # fmt: skip
-    line = _one_line_error(proc)
+    line = _lmeval_error(str(tiny_model_dir), tmp_path, "kd_hub", include=tmp_path)
     assert "lm-eval task kd_hub: could not be built" in line
 
 
@@ -109,20 +110,10 @@ def test_bad_metric_flags_are_one_line(
     tiny_model_dir: Path, tmp_path: Path, flag: str, expected: str
 ) -> None:
     pytest.importorskip("evaluate")
-    tasks = write_tasks(tmp_path / "tasks")
-    proc = _kdeval(
-        "compare", "--model", f"m={tiny_model_dir}", "--lm-eval-include", str(tasks),
-        "--lm-eval-task", "kd_mc", "--metric", flag, "--no-efficiency", "--out", str(tmp_path / "out"),
-    )  # fmt: skip
-    assert expected in _one_line_error(proc)
+    assert expected in _lmeval_error(str(tiny_model_dir), tmp_path, "kd_mc", "--metric", flag)
 
 
 @pytest.mark.slow
 def test_a_server_model_is_refused_for_lm_eval_tasks(vllm_server: VLLMServer, tmp_path: Path) -> None:
-    pytest.importorskip("lm_eval")
-    tasks = write_tasks(tmp_path / "tasks")
-    proc = _kdeval(
-        "compare", "--model", f"m={vllm_server.base_url}", "--lm-eval-include", str(tasks),
-        "--lm-eval-task", "kd_mc", "--no-efficiency", "--out", str(tmp_path / "out"),
-    )  # fmt: skip
-    assert "is a server: lm-eval tasks (kd_mc) run on local backends only" in _one_line_error(proc)
+    line = _lmeval_error(vllm_server.base_url, tmp_path, "kd_mc")
+    assert "is a server: lm-eval tasks (kd_mc) run on local backends only" in line
