@@ -46,6 +46,7 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
         help="run this task (repeatable; default: every suite's offline tasks)",
     )  # fmt: skip
     p.add_argument("--data", action="append", default=[], metavar="TASK=FILE", help="data file for a task")
+    _lmeval_flags(p)
     p.add_argument(
         "--backend", choices=names(), default=None,
         help="for local models (default: vllm when it imports, else hf); a URL is always openai",
@@ -98,6 +99,57 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
         help="skip the cost phase (latency, throughput, memory; default: measured, repeated until "
         "stable or 30 s of timed passes per model)",
     )  # fmt: skip
+
+
+def _lmeval_flags(p: argparse.ArgumentParser) -> None:
+    """lm-evaluation-harness tasks and `evaluate` metrics (the extra kdeval[lm-eval]); lm-eval's names."""
+    p.add_argument(
+        "--lm-eval-task", action="append", default=[], metavar="NAME",
+        help="an lm-evaluation-harness task, group or tag (repeatable; needs kdeval[lm-eval])",
+    )  # fmt: skip
+    p.add_argument(
+        "--lm-eval-include", action="append", default=[], metavar="DIR",
+        help="a folder of your own lm-eval task YAMLs",
+    )  # fmt: skip
+    p.add_argument(
+        "--num-fewshot", type=int, default=None, metavar="N", help="few-shot examples of lm-eval tasks"
+    )
+    p.add_argument(
+        "--apply-chat-template", action="store_true", default=None,
+        help="lm-eval tasks' prompts as chat turns, rendered with each model's template",
+    )  # fmt: skip
+    p.add_argument(
+        "--system-instruction", default=None, metavar="TEXT", help="system prompt of lm-eval tasks"
+    )
+    p.add_argument(
+        "--metric", action="append", default=[], metavar="TASK=evaluate:PATH",
+        help="an extra corpus metric from the `evaluate` library for a task (a module folder or hub id)",
+    )  # fmt: skip
+
+
+def _lmeval_settings(args: argparse.Namespace, data: dict[str, Any]) -> None:
+    """The lm-eval and evaluate flags on top of --config's `lm_eval:` and `evaluate:`."""
+    from kdeval.config import parse_assignment
+
+    given = {
+        "tasks": args.lm_eval_task or None,
+        "include": args.lm_eval_include or None,
+        "num_fewshot": args.num_fewshot,
+        "apply_chat_template": args.apply_chat_template,
+        "system_instruction": args.system_instruction,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    if given:
+        data["lm_eval"] = {**data.get("lm_eval", {}), **given}
+    for item in args.metric:
+        task, spec = parse_assignment(item, "--metric")
+        kind, sep, target = spec.partition(":")
+        if kind != "evaluate" or not sep or not target:
+            raise UserError(
+                f"--metric expects TASK=evaluate:PATH_OR_ID, got '{item}'",
+                fix="e.g. --metric gsm8k=evaluate:./metrics/my_metric",
+            )
+        data.setdefault("evaluate", {}).setdefault(task, []).append(target)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -204,6 +256,7 @@ def run_config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path | No
                 "batch_size", "trust_remote_code", "samples"):  # fmt: skip
         flags[key] = getattr(args, key)
     data.update({k: v for k, v in flags.items() if v is not None and v is not ...})
+    _lmeval_settings(args, data)
     if not models:
         raise UserError(
             "no models given", fix="pass --teacher, --baseline, --distilled, --model NAME=PATH or --config"

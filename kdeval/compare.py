@@ -53,9 +53,19 @@ def compare(
     check_models(spec)
     check_out(spec.out)
     tasks = load_tasks(spec, catalog)  # every input error surfaces here, before anything is written
+    extra = _evaluate_modules(spec, tasks)
     resolved = resolve_models(spec, tasks, log)  # paths, engine options, servers: checked, not started
     with hold(spec.out, argv):  # one run at a time writes to a folder
-        return _run(spec, catalog, tasks, resolved, argv, log, progress, make_backend, efficiency)
+        return _run(spec, catalog, tasks, resolved, argv, log, progress, make_backend, efficiency, extra)
+
+
+def _evaluate_modules(spec: RunSpec, tasks: list[LoadedTask]) -> dict[str, list[object]]:
+    """`--metric TASK=evaluate:...` modules, loaded up front (nothing imported without one)."""
+    if not spec.evaluate:
+        return {}
+    from kdeval.lmeval.evaluate_metrics import load_modules
+
+    return load_modules(spec, tasks)
 
 
 def _run(
@@ -68,6 +78,7 @@ def _run(
     progress: Progress | None,
     make_backend: BackendFactory,
     efficiency: BenchConfig | None,
+    extra: dict[str, list[object]],
 ) -> RunResult:
     out = spec.out
     # An older results.json must not pass for this run's if this run dies half-way.
@@ -79,6 +90,10 @@ def _run(
     finally:
         store.close()
     agg = aggregate(tasks, models, spec.seed, out / "samples")
+    if extra:
+        from kdeval.lmeval.evaluate_metrics import add_scores
+
+        add_scores(extra, agg, out)
     result = RunResult(
         kdeval_version=__version__,
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -182,7 +197,7 @@ def _task_entry(
     budget = spec.max_tokens.get(t.name, spec.max_tokens.get("*"))  # None: the task's own
     return {
         "name": t.name,
-        "suite": catalog.suite_of(t).name,
+        "suite": "lm-eval" if t.family == "lm-eval" else catalog.suite_of(t).name,
         "family": t.family,
         "version": t.version,
         "task_type": t.task_type,

@@ -92,6 +92,19 @@ class ModelSpec(BaseModel):
         return self.lines.get("")
 
 
+class LmEvalSpec(BaseModel):
+    """lm-evaluation-harness tasks of a run (kdeval.lmeval), with lm-eval's own option names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: list[str] = Field(default_factory=list, description="lm-eval tasks, groups or tags")
+    include: list[str] = Field(default_factory=list, description="folders of your own task YAMLs")
+    num_fewshot: int | None = Field(default=None, ge=0)
+    apply_chat_template: bool = False
+    fewshot_as_multiturn: bool = True
+    system_instruction: str | None = None
+
+
 class RunSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -115,6 +128,9 @@ class RunSpec(BaseModel):
     max_tokens: dict[str, int] = Field(default_factory=dict)
     #: samples per example of generation tasks (mean@N, pass@k, maj@N); needs temperature > 0
     samples: int = Field(default=1, ge=1, le=MAX_SAMPLES)
+    lm_eval: LmEvalSpec = Field(default_factory=LmEvalSpec)
+    #: extra corpus metrics from the `evaluate` library: task name -> module paths or hub ids
+    evaluate: dict[str, list[str]] = Field(default_factory=dict)
 
     _dtype = field_validator("dtype")(check_dtype)
 

@@ -274,7 +274,14 @@ def is_known(name: str) -> bool:
     >>> is_known("chrf"), is_known("pass@4"), is_known("chrF")
     (True, True, False)
     """
-    return name in _BUILTIN or _SAMPLED.match(name) is not None or name in _third_party()
+    return name in _BUILTIN or _SAMPLED.match(name) is not None or _is_lmeval(name) or name in _third_party()
+
+
+def _is_lmeval(name: str) -> bool:
+    """An lm-eval result key (`acc,none`): a computed name (kdeval.lmeval.metrics)."""
+    from kdeval.lmeval.metrics import is_lmeval_name
+
+    return is_lmeval_name(name)
 
 
 def close_matches(name: str) -> list[str]:
@@ -312,6 +319,11 @@ def get_metric(name: str) -> Metric:
     if name in _LOADED:
         return _LOADED[name]
     target = _BUILTIN.get(name)
+    if target is None and _is_lmeval(name):
+        from kdeval.lmeval.metrics import lmeval_metric
+
+        _LOADED[name] = metric = lmeval_metric(name)
+        return metric
     if target is None:
         sampled = _sampled_metric(name)
         if sampled is not None:

@@ -39,7 +39,7 @@ from pydantic import (
     model_validator,
 )
 
-from kdeval.config import MAX_SAMPLES, ROLES, ModelSpec, RunSpec, check_dtype, check_sampling
+from kdeval.config import MAX_SAMPLES, ROLES, LmEvalSpec, ModelSpec, RunSpec, check_dtype, check_sampling
 from kdeval.errors import UserError
 from kdeval.yamlfile import Lines, line_of, read_yaml, validation_error
 
@@ -101,6 +101,10 @@ class CompareSettings(BaseModel):
     )
     samples: int = Field(
         default=1, ge=1, le=MAX_SAMPLES, description="samples per example (mean@N, pass@k, maj@N)"
+    )
+    lm_eval: LmEvalSpec = Field(default_factory=LmEvalSpec, description="lm-evaluation-harness tasks")
+    evaluate: dict[str, list[str]] = Field(
+        default_factory=dict, description="{task: [evaluate module path or hub id]}: extra corpus metrics"
     )
 
     _dtype = field_validator("dtype")(check_dtype)

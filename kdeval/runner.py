@@ -72,7 +72,13 @@ BackendFactory = Callable[[RunSpec, ResolvedModel], Backend]
 
 def load_tasks(spec: RunSpec, catalog: Catalog) -> list[LoadedTask]:
     """Select and load every task up front, so bad input fails before any model starts."""
-    tasks = catalog.select(spec.suites, spec.tasks, list(spec.data))
+    kdeval_tasks = spec.suites or spec.tasks or spec.data or not spec.lm_eval.tasks
+    tasks: list[Task] = catalog.select(spec.suites, spec.tasks, list(spec.data)) if kdeval_tasks else []
+    if spec.lm_eval.tasks:
+        from kdeval.lmeval.adapter import lmeval_tasks
+
+        tasks += lmeval_tasks(spec.lm_eval, spec.limit)
+        _check_unique(tasks)
     loaded = []
     for task in tasks:
         path = datasource.resolve(task, spec.data.get(task.name))
@@ -92,6 +98,17 @@ def load_tasks(spec: RunSpec, catalog: Catalog) -> list[LoadedTask]:
             )
         )
     return loaded
+
+
+def _check_unique(tasks: list[Task]) -> None:
+    """A kdeval task and an lm-eval task of the same name (gsm8k) would share their results' rows."""
+    names = [t.name for t in tasks]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise UserError(
+            f"task {', '.join(dupes)} is both a kdeval task and an lm-eval task of this run",
+            fix="run one of the two (in a separate run for the other)",
+        )
 
 
 def _first_request(task: Task, ex: Example) -> Request:
@@ -118,6 +135,7 @@ def resolve_models(spec: RunSpec, tasks: list[LoadedTask], log: Log) -> list[Res
     models = [resolve(spec, m, needs) for m in spec.models]
     for m in models:
         _check_context(spec, m, tasks)
+        _check_lmeval_local(m, tasks)
     _warn_same_checkpoint(models, log)
     for m in models:
         where = m.path if m.remote else f"{m.path} ({m.settings.dtype})"
@@ -139,6 +157,16 @@ def _warn_same_checkpoint(models: list[ResolvedModel], log: Log) -> None:
                 f"{alike}; check their paths if that is not what you meant"
             )
         seen.update(dict.fromkeys(keys, first or m))
+
+
+def _check_lmeval_local(m: ResolvedModel, tasks: list[LoadedTask]) -> None:
+    """lm-eval's requests are raw text tokenized as lm-eval does: local engines only (for now)."""
+    lmeval = [lt.task.name for lt in tasks if lt.task.family == "lm-eval"]
+    if lmeval and m.remote:
+        raise UserError(
+            f"model '{m.name}' is a server: lm-eval tasks ({', '.join(lmeval)}) run on local backends only",
+            fix="give the model's checkpoint with --backend hf or vllm",
+        )
 
 
 def _check_budgets(spec: RunSpec, tasks: list[LoadedTask]) -> None:

@@ -37,7 +37,7 @@ def request_key(model_fp: str, settings_hash: str, request: Request) -> str:
     return digest({"m": model_fp, "s": settings_hash, "kind": type(request).__name__, "r": fields})
 
 
-_UNSET_NOT_KEYED = ("think", "seed")
+_UNSET_NOT_KEYED = ("think", "seed", "prompt", "contexts", "rolling")
 
 
 class Store:

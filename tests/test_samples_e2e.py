@@ -3,17 +3,15 @@ an uninterrupted run, and not one completed sample computed twice."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.killing import kill_9_after
 
 ARGS = [
     *("--backend", "hf", "--task", "math_synth", "--limit", "6", "--samples", "8"),
@@ -31,17 +29,7 @@ def _stored(out: Path) -> dict[tuple[str, str, str], str]:
 def test_kill_9_half_way_through_the_samples_then_resume(tiny_model_dir: Path, tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "kdeval.cli", "compare", "--model", f"m={tiny_model_dir}", *ARGS]
     out = tmp_path / "killed"
-    proc = subprocess.Popen([*cmd, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    stored: dict[tuple[str, str, str], str] = {}
-    deadline = time.time() + 600
-    while len(stored) < 20 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-        if (out / "store.sqlite").exists():
-            with contextlib.suppress(sqlite3.OperationalError):
-                stored = _stored(out)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_9_after([*cmd, "--out", str(out)], out, 20)
     before = _stored(out)
     assert 20 <= len(before) < 48 and not (out / "results.json").exists()
     assert any("#" in e for _, _, e in before)  # samples after the first are stored as themselves

@@ -37,12 +37,16 @@ class _Prompt:
 
 @dataclass
 class _Choices:
-    """A ChoiceRequest in flight: one scored sequence per choice."""
+    """A ChoiceRequest in flight: one scored sequence per choice (several for a rolling one)."""
 
     index: int
     text: str
     seqs: list[tuple[list[int], int]]  # (context + continuation ids, continuation length)
-    scores: list[float | None]
+    owner: list[int]  # the choice each sequence belongs to
+    scores: list[float]
+    greedy: list[bool]
+    left: int = 0  # sequences not scored yet
+    raw: bool = False  # an lm-eval request: its outputs say which choices are greedy
 
 
 class HFBackend:
@@ -111,9 +115,12 @@ class HFBackend:
         # One generate() call serves one (max_tokens, stop, thinking) setting, so group by it.
         groups: dict[tuple[int, tuple[str, ...], tuple[str, str] | None], list[_Prompt]] = defaultdict(list)
         for i, req in items:
-            text = self.codec.render(req.messages)
+            text = self.codec.render_request(req)
+            raw = req.prompt is not None
             ids, max_tokens = fit_prompt(
-                self.codec.encode_text(text), req.max_tokens, self.settings.max_model_len
+                self.codec.encode_raw(text) if raw else self.codec.encode_text(text),
+                req.max_tokens,
+                self.settings.max_model_len,
             )
             groups[(max_tokens, req.stop, req.think)].append(_Prompt(i, text, ids, req.seed))
         import torch
@@ -180,39 +187,60 @@ class HFBackend:
         limit = self.settings.max_model_len
         pending = []
         for i, req in items:
-            seqs = [
-                (choice_sequence(ctx, cont, limit), len(cont)) for ctx, cont in self.codec.encode_choices(req)
-            ]
-            pending.append(_Choices(i, self.codec.render(req.messages), seqs, [None] * len(seqs)))
+            units = self.codec.choice_units(req, limit)
+            n = len(req.choices)
+            seqs = [(choice_sequence(ctx, cont, limit), len(cont)) for _, ctx, cont in units]
+            owner = [k for k, _, _ in units]
+            text = self.codec.render_request(req)
+            raw = req.contexts is not None or bool(req.rolling)
+            pending.append(_Choices(i, text, seqs, owner, [0.0] * n, [True] * n, len(seqs), raw))
         # Longest first, a request's choices kept together so it completes early.
-        pending.sort(key=lambda c: max(len(s) for s, _ in c.seqs), reverse=True)
-        flat = [(c, k) for c in pending for k in range(len(c.seqs))]
-        for batch in _chunks(flat, self.settings.batch_size):
-            scores = self._score_batch([c.seqs[k] for c, k in batch])
-            for (c, k), score in zip(batch, scores, strict=True):
-                c.scores[k] = score
-                if k == len(c.seqs) - 1:  # choices are scored in order, so this was the last
-                    on_done(c.index, _choice_output(c))
+        pending.sort(key=lambda c: max((len(s) for s, _ in c.seqs), default=0), reverse=True)
+        for c in pending:
+            if not c.seqs:  # only empty rolling texts: nothing to score
+                on_done(c.index, _choice_output(c))
+        # Sequences with the same input (one-token choices after one context) run once, as in
+        # lm-eval: the input's last logits score every one of them.
+        rows: dict[tuple[int, ...], list[tuple[_Choices, int]]] = defaultdict(list)
+        for c in pending:
+            for k, (seq, _) in enumerate(c.seqs):
+                rows[tuple(seq[:-1])].append((c, k))
+        for batch in _chunks(list(rows.items()), self.settings.batch_size):
+            scored = self._score_batch([(list(inp), [c.seqs[k] for c, k in row]) for inp, row in batch])
+            for (_, row), results in zip(batch, scored, strict=True):
+                for (c, k), (score, greedy) in zip(row, results, strict=True):
+                    c.scores[c.owner[k]] += score
+                    c.greedy[c.owner[k]] &= greedy
+                    c.left -= 1
+                    if not c.left:
+                        on_done(c.index, _choice_output(c))
 
-    def _score_batch(self, batch: list[tuple[list[int], int]]) -> list[float]:
-        """Sum of the continuation log-probs of each sequence (lm-eval's loglikelihood)."""
+    def _score_batch(
+        self, batch: list[tuple[list[int], list[tuple[list[int], int]]]]
+    ) -> list[list[tuple[float, bool]]]:
+        """Per input, for each sequence it is the input of: the sum of the continuation's log-probs
+        (lm-eval's loglikelihood) and whether greedy decoding would produce it (lm-eval's is_greedy)."""
         import torch
 
-        ids, mask = self._left_pad([seq[:-1] for seq, _ in batch])
+        ids, mask = self._left_pad([inp for inp, _ in batch])
         # Left padding puts every continuation at the end, so only the last `keep` logits are
         # needed; explicit positions make padded rows see the same positions as unpadded ones.
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        keep = max(n for _, n in batch)
+        keep = max(n for _, seqs in batch for _, n in seqs)
         with torch.inference_mode():
             logits = self.model(
                 input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep
             ).logits
             logprobs = logits.float().log_softmax(-1)
         scores = []
-        for row, (seq, n) in enumerate(batch):
-            targets = torch.tensor(seq[-n:], device=logprobs.device)
-            picked = logprobs[row, keep - n :].gather(-1, targets[:, None])
-            scores.append(float(picked.sum()))
+        for row, (_, seqs) in enumerate(batch):
+            per_seq = []
+            for seq, n in seqs:
+                targets = torch.tensor(seq[-n:], device=logprobs.device)
+                picked = logprobs[row, keep - n :].gather(-1, targets[:, None])
+                greedy = bool((logprobs[row, keep - n :].argmax(-1) == targets).all())
+                per_seq.append((float(picked.sum()), greedy))
+            scores.append(per_seq)
         return scores
 
     def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,11 +256,11 @@ class HFBackend:
 
 
 def _choice_output(c: _Choices) -> Output:
-    scores = [s for s in c.scores if s is not None]
     return Output(
         prompt=c.text,
-        choice_logprobs=scores,
+        choice_logprobs=c.scores,
         prompt_tokens=sum(len(seq) for seq, _ in c.seqs),  # tokens run through the model
+        choice_greedy=c.greedy if c.raw else [],
     )
 
 

@@ -108,12 +108,68 @@ class PromptCodec:
         return list(self.tokenizer.encode(text))
 
     def encode_prompt(self, req: GenerateRequest | ChoiceRequest) -> list[int]:
+        if isinstance(req, GenerateRequest) and req.prompt is not None:
+            return self.encode_raw(req.prompt)
         return self.encode_text(self.render(req.messages))
+
+    def render_request(self, req: GenerateRequest | ChoiceRequest) -> str:
+        """A request's prompt text: its messages rendered, or its raw text (an lm-eval task's)."""
+        if isinstance(req, GenerateRequest) and req.prompt is not None:
+            return req.prompt
+        if isinstance(req, ChoiceRequest) and req.contexts is not None:
+            return req.contexts[0] if req.contexts else ""
+        return self.render(req.messages)
+
+    def encode_raw(self, text: str, add_special_tokens: bool | None = None) -> list[int]:
+        """Raw text as lm-eval's `hf` model encodes it (HFLM.tok_encode): the tokenizer's own special
+        tokens, none when the text already starts with the prefix token (BOS, else EOS)."""
+        kw = {} if add_special_tokens is None else {"add_special_tokens": add_special_tokens}
+        if add_special_tokens is None and text.startswith(str(self.tokenizer.decode([self.prefix_id]))):
+            kw = {"add_special_tokens": False}
+        return list(self.tokenizer.encode(text, **kw))
+
+    @property
+    def prefix_id(self) -> int:
+        """lm-eval's prefix token: what an empty context is conditioned on (BOS, else EOS)."""
+        bos = self.tokenizer.bos_token_id
+        return int(bos if bos is not None else self.eos_ids[0])
 
     def encode_choices(self, req: ChoiceRequest) -> list[tuple[list[int], list[int]]]:
         """(context ids, continuation ids) per choice, split as lm-eval does."""
+        if req.rolling:
+            raise ValueError("rolling log-likelihood requests are scored in windows (choice_units)")
+        if req.contexts is not None:
+            return [self._raw_pair(c, x) for c, x in zip(req.contexts, req.choices, strict=True)]
         context = self.render(req.messages)
         return [self._split_choice(context, choice) for choice in req.choices]
+
+    def choice_units(self, req: ChoiceRequest, max_model_len: int) -> list[tuple[int, list[int], list[int]]]:
+        """(choice index, context ids, continuation ids) to score; a choice's log-prob is the sum
+        over its units. One unit per choice, except rolling requests: lm-eval's rolling windows."""
+        if not req.rolling:
+            return [(k, ctx, cont) for k, (ctx, cont) in enumerate(self.encode_choices(req))]
+        from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+        # choice_sequence keeps max_model_len - 1 ids; a window is max_len + 1 of them
+        max_len = max_model_len - 2
+        return [
+            (k, list(ctx), list(cont))
+            for k, text in enumerate(req.choices)
+            for ctx, cont in map(
+                make_disjoint_window,
+                get_rolling_token_windows(self.encode_raw(text), self.prefix_id, max_len, 1),
+            )
+        ]
+
+    def _raw_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """lm-eval's TemplateLM.loglikelihood + _encode_pair on raw text, for a causal model."""
+        if not context:
+            return [self.prefix_id], self.encode_raw(continuation, add_special_tokens=False)
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+        ctx = self.encode_raw(context)
+        return ctx, self.encode_raw(context + continuation)[len(ctx) :]
 
     def _split_choice(self, context: str, choice: str) -> tuple[list[int], list[int]]:
         if not choice:

@@ -45,8 +45,11 @@ class _Pending:
     text: str
     stop: tuple[str, ...] = ()
     think: tuple[str, str] | None = None
-    targets: list[list[int]] = field(default_factory=list)  # continuation ids per choice
-    scores: dict[int, float] = field(default_factory=dict)
+    targets: list[list[int]] = field(default_factory=list)  # continuation ids per scored sequence
+    owner: list[int] = field(default_factory=list)  # the choice each scored sequence belongs to
+    scores: dict[int, tuple[float, bool]] = field(default_factory=dict)  # per sequence
+    n_choices: int = 0
+    raw: bool = False  # an lm-eval request: its outputs say which choices are greedy
     prompt_tokens: int = 0
 
 
@@ -160,10 +163,10 @@ class VLLMBackend:
     # -- requests -> vLLM jobs ----------------------------------------------------------------
 
     def _jobs(self, index: int, req: Request) -> list[_Job]:
-        text = self.codec.render(req.messages)
+        text = self.codec.render_request(req)
         if isinstance(req, GenerateRequest):
             ids, max_tokens = fit_prompt(
-                self.codec.encode_text(text), req.max_tokens, self.settings.max_model_len
+                self.codec.encode_prompt(req), req.max_tokens, self.settings.max_model_len
             )
             pending = _Pending(index, text, stop=req.stop, think=req.think, prompt_tokens=len(ids))
             return [_Job(ids, self._generate_params(max_tokens, engine_stop(req), req.seed), pending)]
@@ -172,15 +175,18 @@ class VLLMBackend:
     def _choice_jobs(self, index: int, text: str, req: ChoiceRequest) -> list[_Job]:
         from vllm import SamplingParams
 
-        pending = _Pending(index, text)
+        raw = req.contexts is not None or bool(req.rolling)
+        pending = _Pending(index, text, n_choices=len(req.choices), raw=raw)
         jobs = []
-        for k, (ctx, cont) in enumerate(self.codec.encode_choices(req)):
+        units = self.codec.choice_units(req, self.settings.max_model_len)
+        for j, (k, ctx, cont) in enumerate(units):
             seq = choice_sequence(ctx, cont, self.settings.max_model_len)
             pending.targets.append(cont)
+            pending.owner.append(k)
             pending.prompt_tokens += len(seq)
             # prompt_logprobs=0 returns the log-prob of each actual prompt token (lm-eval's way).
             params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
-            jobs.append(_Job(seq, params, pending, choice=k))
+            jobs.append(_Job(seq, params, pending, choice=j))
         return jobs
 
     def _generate_params(self, max_tokens: int, stop: tuple[str, ...], seed: int | None = None) -> Any:
@@ -232,8 +238,22 @@ class VLLMBackend:
             return
         p.scores[job.choice] = _continuation_logprob(out.prompt_logprobs, p.targets[job.choice])
         if len(p.scores) == len(p.targets):
-            scores = [p.scores[k] for k in range(len(p.targets))]
-            on_done(p.index, Output(prompt=p.text, choice_logprobs=scores, prompt_tokens=p.prompt_tokens))
+            on_done(p.index, _choice_output(p))
+
+
+def _choice_output(p: _Pending) -> Output:
+    """A ChoiceRequest's output once every sequence is scored: per choice, the sum over its
+    sequences (one each, several for a rolling request) and whether all were greedy."""
+    scores, greedy = [0.0] * p.n_choices, [True] * p.n_choices
+    for j, (score, is_greedy) in p.scores.items():
+        scores[p.owner[j]] += score
+        greedy[p.owner[j]] &= is_greedy
+    return Output(
+        prompt=p.text,
+        choice_logprobs=scores,
+        prompt_tokens=p.prompt_tokens,
+        choice_greedy=greedy if p.raw else [],
+    )
 
 
 #: KV cache of a CPU engine when the user sets none: vLLM's own default reserves 92% of the RAM
@@ -254,14 +274,15 @@ def cpu_kv_cache(engine_kwargs: dict[str, Any]) -> dict[str, Any]:
     return {"kv_cache_memory_bytes": max(256 << 20, min(CPU_KV_CACHE_MAX_BYTES, free // 4))}
 
 
-def _continuation_logprob(prompt_logprobs: Sequence[Any], targets: list[int]) -> float:
-    """Sum of the log-probs of the last len(targets) prompt tokens.
+def _continuation_logprob(prompt_logprobs: Sequence[Any], targets: list[int]) -> tuple[float, bool]:
+    """Sum of the log-probs of the last len(targets) prompt tokens, and whether each is the top-1.
 
     prompt_logprobs holds one {token_id: Logprob} per prompt token, None for the first; with
     prompt_logprobs=0 each holds the actual token (and the sampled top-1 when it differs).
     """
     tail = prompt_logprobs[len(prompt_logprobs) - len(targets) :]
-    return float(sum(entry[token].logprob for entry, token in zip(tail, targets, strict=True)))
+    picked = [entry[token] for entry, token in zip(tail, targets, strict=True)]
+    return float(sum(p.logprob for p in picked)), all(p.rank == 1 for p in picked)
 
 
 # -- the registry entry --------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from kdeval.errors import UserError
 from kdeval.gate.config import CompareSection
 from kdeval.gate.outcome import NoData, Options, Outcome
-from kdeval.metrics import is_known, names
+from kdeval.metrics import get_metric, is_known, names
 from kdeval.results import EFFICIENCY
 from kdeval.yamlfile import line_of, read_yaml
 
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
 Kind = Literal["quality", "ratio", "efficiency"]
 RATIOS = ("retention", "gap_closed", "agreement")
-_PATH = r"^(?P<path>[A-Za-z0-9_.@\-]+)\s*"
+_PATH = r"^(?P<path>[A-Za-z0-9_.@,\-]+)\s*"  # "," for lm-eval's metric keys (acc,none)
 _TOLERANCE = re.compile(_PATH + r":\s*(?P<sign>[+-]?)(?P<amount>\d+(?:\.\d+)?)\s*(?P<unit>[A-Za-z%]*)$")
 _FLOOR = re.compile(_PATH + r"(?P<op>>=|<=)\s*(?P<bound>-?\d+(?:\.\d+)?)\s*(?P<bunit>%?)$")
 
@@ -75,6 +75,8 @@ class MetricPath:
 
     @property
     def higher_is_better(self) -> bool:
+        if self.kind == "quality" and self.metric != "primary":
+            return get_metric(self.metric).higher_is_better  # lm-eval's perplexities are not
         return self.kind != "efficiency" or EFFICIENCY[self.scope][3]
 
     @property
