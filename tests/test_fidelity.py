@@ -1,0 +1,124 @@
+"""Token-level fidelity against a direct computation with torch.distributions, on tiny models."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.distributions import Categorical, kl_divergence
+
+from kdeval.distill.data import TokenizedExample
+from kdeval.distill.models import load_model
+from kdeval.fidelity.compute import DenseTeacher, example_rows
+from kdeval.fidelity.measures import MEASURES, WIDTH
+
+
+def _examples(vocab: int, n: int = 6) -> list[list[TokenizedExample]]:
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for i in range(n):
+        stages = []
+        for _ in range(1 + i % 2):  # some examples have two stages
+            length = int(torch.randint(5, 14, (1,), generator=g))
+            ids = torch.randint(3, vocab, (length,), generator=g).tolist()
+            stages.append(TokenizedExample(tuple(ids), 2 + i % 3))
+        out.append(stages)
+    return out
+
+
+def _rows(
+    student: torch.nn.Module, teacher: DenseTeacher, examples: list[list[TokenizedExample]]
+) -> np.ndarray:
+    got: dict[int, list[float]] = {}
+    example_rows(
+        student,
+        teacher.vocab,
+        examples,
+        teacher,
+        pad_id=0,
+        on_done=got.__setitem__,
+        batch_size=4,
+        chunk_size=7,
+    )
+    return np.array([got[i] for i in range(len(examples))])
+
+
+def _value(name: str, rows: np.ndarray) -> float:
+    return MEASURES[name].metric.corpus(rows)
+
+
+def _direct(
+    teacher: torch.nn.Module, student: torch.nn.Module, examples: list[list[TokenizedExample]]
+) -> dict[str, float]:
+    """Per-token means computed one sequence at a time with torch.distributions."""
+    kl, rkl, jsd, top1, nll, n = 0.0, 0.0, 0.0, 0.0, 0.0, 0
+    with torch.no_grad():
+        for seq in (s for ex in examples for s in ex):
+            ids = torch.tensor([seq.input_ids])
+            rows = slice(seq.n_prompt - 1, len(seq.input_ids) - 1)
+            t = Categorical(logits=teacher(ids).logits[0, rows].double())
+            s = Categorical(logits=student(ids).logits[0, rows].double())
+            m = Categorical(probs=(t.probs + s.probs) / 2)
+            kl += float(kl_divergence(t, s).sum())
+            rkl += float(kl_divergence(s, t).sum())
+            jsd += float((kl_divergence(t, m) + kl_divergence(s, m)).sum() / 2)
+            top1 += float((t.probs.argmax(-1) == s.probs.argmax(-1)).sum())
+            nll += float(-s.log_prob(ids[0, seq.n_prompt :]).sum())
+            n += len(seq.input_ids) - seq.n_prompt
+    return {"kl": kl / n, "rkl": rkl / n, "jsd": jsd / n, "top1": 100 * top1 / n, "nll": nll / n}
+
+
+@pytest.fixture(scope="module")
+def pair(tiny_model_dir: Path) -> tuple[torch.nn.Module, torch.nn.Module]:
+    teacher = load_model(str(tiny_model_dir), device="cpu").eval()
+    student = copy.deepcopy(teacher)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=g))
+    return teacher, student
+
+
+def test_identical_models_have_zero_kl_and_full_agreement(
+    pair: tuple[torch.nn.Module, torch.nn.Module],
+) -> None:
+    teacher, _ = pair
+    vocab = teacher.config.vocab_size
+    rows = _rows(teacher, DenseTeacher(teacher, vocab), _examples(vocab))
+    assert rows.shape[1] == WIDTH
+    assert _value("kl", rows) == pytest.approx(0.0, abs=1e-6)
+    assert _value("rkl", rows) == pytest.approx(0.0, abs=1e-6)
+    assert _value("jsd", rows) == pytest.approx(0.0, abs=1e-6)
+    assert _value("top1", rows) == 100.0
+
+
+def test_perturbed_student_matches_torch_distributions(pair: tuple[torch.nn.Module, torch.nn.Module]) -> None:
+    teacher, student = pair
+    vocab = teacher.config.vocab_size
+    examples = _examples(vocab)
+    rows = _rows(student, DenseTeacher(teacher, vocab), examples)
+    want = _direct(teacher, student, examples)
+    assert 1e-3 < want["kl"] < 1.0  # a small, non-zero divergence
+    for name, value in want.items():
+        assert _value(name, rows) == pytest.approx(value, rel=1e-4, abs=1e-6), name
+    assert _value("ppl", rows) == pytest.approx(np.exp(want["nll"]), rel=1e-4)
+    assert 0.0 <= _value("ece", rows) <= 100.0
+
+
+def test_topk_with_k_equal_to_the_vocabulary_is_the_dense_result(
+    pair: tuple[torch.nn.Module, torch.nn.Module],
+) -> None:
+    teacher, student = pair
+    vocab = teacher.config.vocab_size
+    examples = _examples(vocab)
+    dense = _rows(student, DenseTeacher(teacher, vocab), examples)
+    full = _rows(student, DenseTeacher(teacher, vocab, k=vocab), examples)
+    np.testing.assert_allclose(full, dense, rtol=1e-6, atol=1e-9)
+    coarse = _rows(student, DenseTeacher(teacher, vocab, k=5), examples)
+    for name in ("kl", "rkl", "jsd"):  # the data-processing inequality: a lower bound
+        assert 0.0 <= _value(name, coarse) <= _value(name, dense) + 1e-9, name
+    for name in ("top1", "nll", "ece"):  # from the student's full distribution and the teacher's argmax
+        assert _value(name, coarse) == pytest.approx(_value(name, dense), rel=1e-6), name
