@@ -220,6 +220,27 @@ class GenerationRow(_Row):
     correct: float | None
 
 
+class FidelityRow(_Row):
+    """Token-level fidelity of `model` to `reference` (the teacher), teacher-forced on the teacher's
+    own outputs (`kdeval.fidelity`): one measure of one task, family (mean of its tasks) or overall
+    (mean of the families). `source` is "dense" or "top-K" (KL, reverse KL and JSD are then lower
+    bounds). A student without numbers has value None and a `note` saying why (e.g. "tokenizers
+    differ"); `n` counts examples and `tokens` the teacher's tokens."""
+
+    model: str
+    reference: str
+    scope: Scope
+    name: str
+    measure: str
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+    tokens: int
+    source: str
+    note: str | None = None
+
+
 class SummaryRow(_Row):
     """Mean of the tasks' primary metrics per family, and of the families overall."""
 
@@ -362,6 +383,8 @@ class RunResult(_Row):
     efficiency: dict[str, Figures] = Field(default_factory=dict)
     #: the cost of the answers per model and task: thinking, budget hits, tokens per right answer
     generation: list[GenerationRow] = Field(default_factory=list)
+    #: token-level fidelity of each student to the teacher (per task, family and overall)
+    fidelity: list[FidelityRow] = Field(default_factory=list)
     schema_: Literal["kdeval.results"] = Field(default=SCHEMA, alias="schema")
     schema_version: Literal[1] = SCHEMA_VERSION
 
@@ -389,7 +412,26 @@ class RunResult(_Row):
                         )
                 if section != "summary" and row.task not in tasks:
                     raise ValueError(f"{section}[{i}].task: '{row.task}' is not a task of this run")
+        for i, f in enumerate(self.fidelity):
+            if f.model not in models or f.reference not in models:
+                raise ValueError(f"fidelity[{i}]: '{f.model}' or '{f.reference}' is not a model of this run")
+            if f.scope == "task" and f.name not in tasks:
+                raise ValueError(f"fidelity[{i}].name: '{f.name}' is not a task of this run")
         return self
+
+    def fidelity_of(
+        self, model: str, measure: str, scope: str = "overall", name: str = "overall"
+    ) -> FidelityRow | None:
+        """One fidelity row (overall by default), or None when the run has none for it."""
+        return next(
+            (
+                f
+                for f in self.fidelity
+                if (f.model, f.measure, f.scope) == (model, measure, scope)
+                and (scope == "overall" or f.name == name)
+            ),
+            None,
+        )
 
     def model(self, name: str) -> ModelRow | None:
         return next((m for m in self.models if m.name == name), None)

@@ -122,3 +122,56 @@ def test_topk_with_k_equal_to_the_vocabulary_is_the_dense_result(
         assert 0.0 <= _value(name, coarse) <= _value(name, dense) + 1e-9, name
     for name in ("top1", "nll", "ece"):  # from the student's full distribution and the teacher's argmax
         assert _value(name, coarse) == pytest.approx(_value(name, dense), rel=1e-6), name
+
+
+# -- the phase in `kdeval compare` -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def other_vocab_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from kdeval.tinymodels import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_v500") / "model", seed=3, vocab_size=500)
+
+
+def _compare(out: Path, teacher: Path, *students: str, extra: tuple[str, ...] = ()) -> tuple[dict, str]:
+    import json
+    import subprocess
+    import sys
+
+    args = ["compare", "--teacher", str(teacher), *students, "--backend", "hf", "--task", "nli_synth"]
+    args += ["--task", "qa_synth", "--limit", "3", "--no-efficiency", "--out", str(out), *extra]
+    proc = subprocess.run(
+        [sys.executable, "-m", "kdeval.cli", *args], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((out / "results.json").read_text()), proc.stderr
+
+
+def test_compare_reports_fidelity_per_student(
+    tiny_model_dir: Path, tiny_model_dir_b: Path, other_vocab_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    students = ["--distilled", str(tiny_model_dir), "--baseline", str(tiny_model_dir_b)]
+    result, _ = _compare(out, tiny_model_dir, *students, "--model", f"other={other_vocab_dir}")
+    rows = {(f["model"], f["scope"], f["name"], f["measure"]): f for f in result["fidelity"]}
+    same = rows[("distilled", "overall", "overall", "kl")]
+    assert same["value"] == pytest.approx(0.0, abs=1e-6) and same["source"] == "dense"
+    assert rows[("distilled", "task", "qa_synth", "top1")]["value"] == 100.0
+    kl = rows[("baseline", "task", "qa_synth", "kl")]
+    assert kl["value"] > 0.01 and kl["ci_low"] <= kl["value"] <= kl["ci_high"] and kl["n"] == 3
+    assert (
+        rows[("baseline", "task", "nli_synth", "top1")]["tokens"] >= 3
+    )  # the teacher's chosen continuations
+    other = rows[("other", "overall", "overall", "kl")]
+    assert other["value"] is None and other["note"] == "tokenizers differ"
+    assert not any(f["model"] == "other" and f["value"] is not None for f in result["fidelity"])
+    report = (out / "report.md").read_text()
+    assert "## Fidelity to the teacher" in report and "—: tokenizers differ [1]" in report
+
+    again, log = _compare(out, tiny_model_dir, *students, extra=("--model", f"other={other_vocab_dir}"))
+    assert "baseline: fidelity (dense teacher): 6 of 6 examples reused from the store, 0 to run" in log
+    assert again["fidelity"] == result["fidelity"]
+
+    skipped, _ = _compare(tmp_path / "off", tiny_model_dir, *students, extra=("--no-fidelity",))
+    assert skipped["fidelity"] == []

@@ -35,8 +35,9 @@ if TYPE_CHECKING:
 class TeacherSource(Protocol):
     """The teacher's distribution on the response rows of a batch, in row order."""
 
-    #: "dense", or "top-K" (KL, reverse KL and JSD are then lower bounds)
-    name: str
+    @property
+    def name(self) -> str:
+        """ "dense", or "top-K" (KL, reverse KL and JSD are then lower bounds)."""
 
     def rows(self, batch: Batch, seqs: Sequence[TokenizedExample], valid: Tensor) -> TeacherFn: ...
 

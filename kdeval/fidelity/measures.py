@@ -63,7 +63,9 @@ def token_rows(s_logits: Tensor, teacher: TeacherTarget, targets: Tensor) -> Ten
     rows = torch.zeros((s_logits.shape[0], WIDTH), dtype=torch.float64)
     rows[:, _COL["kl"]] = forward_kl(t_logp, s_logp).double()
     rows[:, _COL["rkl"]] = forward_kl(s_logp, t_logp).double()
-    rows[:, _COL["jsd"]] = generalized_jsd(s_logp, t_logp, 0.5).double()
+    rows[:, _COL["jsd"]] = (
+        generalized_jsd(s_logp, t_logp, 0.5).double().clamp(min=0.0)
+    )  # rounding: never below 0
     rows[:, _COL["top1"]] = (s_top == t_top).double()
     rows[:, _COL["nll"]] = -s_full.gather(-1, targets[:, None]).squeeze(-1).double()
     rows[:, _TOKENS] = 1.0
@@ -131,8 +133,8 @@ def _measure(name: str, label: str, unit: str, fn: Callable[[np.ndarray], float]
 MEASURES: dict[str, Measure] = {
     m.name: m
     for m in (
-        _measure("kl", "KL(T||S)", "nats/token", _per_token("kl"), False),
-        _measure("rkl", "KL(S||T)", "nats/token", _per_token("rkl"), False),
+        _measure("kl", "KL(T‖S)", "nats/token", _per_token("kl"), False),
+        _measure("rkl", "KL(S‖T)", "nats/token", _per_token("rkl"), False),
         _measure("jsd", "JSD", "nats/token", _per_token("jsd"), False),
         _measure("top1", "top-1 agreement", "%", _per_token("top1", 100.0), True),
         _measure("nll", "student NLL", "nats/token", _per_token("nll"), False),
