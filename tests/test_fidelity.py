@@ -169,6 +169,21 @@ def test_compare_reports_fidelity_per_student(
     report = (out / "report.md").read_text()
     assert "## Fidelity to the teacher" in report and "—: tokenizers differ [1]" in report
 
+    from kdeval.cli import main
+
+    results = str(out / "results.json")
+    gate = ["gate", "--baseline", results, "--candidate", results]
+    assert (
+        main([*gate, "--rule", "fidelity.kl<=0.8", "--rule", "fidelity.top1>=60%"]) == 0
+    )  # distilled = teacher
+    assert main([*gate, "--model", "baseline", "--rule", "fidelity.qa_synth.kl<=0.001"]) == 1
+    assert main([*gate, "--model", "other", "--rule", "fidelity.kl<=0.8"]) == 2  # no numbers: never a pass
+    board = tmp_path / "board.md"
+    assert main(["leaderboard", results, "--sort", "fidelity.kl", "--out", str(board)]) == 0
+    lines = board.read_text().splitlines()
+    assert "| KL to teacher | top-1 agree % |" in lines[4]
+    assert lines[6].startswith("| 1 | distilled |") and "| 0.000 | 100.0 |" in lines[6]
+
     again, log = _compare(out, tiny_model_dir, *students, extra=("--model", f"other={other_vocab_dir}"))
     assert "baseline: fidelity (dense teacher): 6 of 6 examples reused from the store, 0 to run" in log
     assert again["fidelity"] == result["fidelity"]
