@@ -190,3 +190,38 @@ def test_compare_reports_fidelity_per_student(
 
     skipped, _ = _compare(tmp_path / "off", tiny_model_dir, *students, extra=("--no-fidelity",))
     assert skipped["fidelity"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vllm_topk_teacher_is_within_the_bound_of_the_dense_one(
+    vllm_loaded: None, tiny_model_dir: Path, pair: tuple[torch.nn.Module, torch.nn.Module]
+) -> None:
+    """vLLM's top-k prompt_logprobs (+ tail bucket) give the same numbers as the top-k of the
+    transformers teacher, and KL / reverse KL / JSD at most the dense values (the documented bound)."""
+    from kdeval.backends import vllm_available
+
+    if not vllm_available():
+        pytest.skip("vllm is not installed")
+    from kdeval.backends.base import GenerationSettings
+    from kdeval.backends.vllm import VLLMBackend
+    from kdeval.fidelity.compute import ServedTeacher
+
+    teacher, student = pair
+    vocab = teacher.config.vocab_size
+    examples = _examples(vocab)
+    settings = GenerationSettings(dtype="float32", max_model_len=64)
+    engine = VLLMBackend(str(tiny_model_dir), settings, max_logprobs=vocab)
+    try:
+        served = _rows(student, ServedTeacher(engine, vocab, 20), examples)
+        served_all = _rows(student, ServedTeacher(engine, vocab, vocab), examples)
+    finally:
+        engine.close()
+    local = _rows(student, DenseTeacher(teacher, vocab, k=20), examples)
+    dense = _rows(student, DenseTeacher(teacher, vocab), examples)
+    for name in ("kl", "rkl", "jsd"):
+        assert _value(name, served) == pytest.approx(_value(name, local), rel=1e-3, abs=1e-4), name
+        assert 0.0 < _value(name, served) <= _value(name, dense) + 1e-4, name  # the lower bound
+        assert _value(name, served_all) == pytest.approx(_value(name, dense), rel=1e-3, abs=1e-4), name
+    for name in ("top1", "nll", "ece"):
+        assert _value(name, served) == pytest.approx(_value(name, dense), rel=1e-4, abs=1e-3), name
