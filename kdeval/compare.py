@@ -122,6 +122,7 @@ def _quality_result(
         agreement=agg.agreement,
         samples=agg.samples,
         generation=agg.generation,
+        similarity=agg.similarity,
         commit=_commit(),
     )
     derive(result)

@@ -241,6 +241,21 @@ class FidelityRow(_Row):
     note: str | None = None
 
 
+class SimilarityRow(_Row):
+    """Graded similarity of `model`'s free-text answers to `reference`'s (the teacher) on generation
+    tasks (`kdeval.similarity`): chrF or ROUGE-L (0-100) of a task, family or overall."""
+
+    model: str
+    reference: str
+    scope: Scope
+    name: str
+    metric: str
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+
+
 class SummaryRow(_Row):
     """Mean of the tasks' primary metrics per family, and of the families overall."""
 
@@ -385,6 +400,8 @@ class RunResult(_Row):
     generation: list[GenerationRow] = Field(default_factory=list)
     #: token-level fidelity of each student to the teacher (per task, family and overall)
     fidelity: list[FidelityRow] = Field(default_factory=list)
+    #: chrF / ROUGE-L of each student's answers against the teacher's (generation tasks)
+    similarity: list[SimilarityRow] = Field(default_factory=list)
     schema_: Literal["kdeval.results"] = Field(default=SCHEMA, alias="schema")
     schema_version: Literal[1] = SCHEMA_VERSION
 
@@ -412,11 +429,18 @@ class RunResult(_Row):
                         )
                 if section != "summary" and row.task not in tasks:
                     raise ValueError(f"{section}[{i}].task: '{row.task}' is not a task of this run")
-        for i, f in enumerate(self.fidelity):
-            if f.model not in models or f.reference not in models:
-                raise ValueError(f"fidelity[{i}]: '{f.model}' or '{f.reference}' is not a model of this run")
-            if f.scope == "task" and f.name not in tasks:
-                raise ValueError(f"fidelity[{i}].name: '{f.name}' is not a task of this run")
+        teacher_rows: list[tuple[str, list[Any]]] = [
+            ("fidelity", self.fidelity),
+            ("similarity", self.similarity),
+        ]
+        for section, items in teacher_rows:
+            for i, f in enumerate(items):
+                if f.model not in models or f.reference not in models:
+                    raise ValueError(
+                        f"{section}[{i}]: '{f.model}' or '{f.reference}' is not a model of this run"
+                    )
+                if f.scope == "task" and f.name not in tasks:
+                    raise ValueError(f"{section}[{i}].name: '{f.name}' is not a task of this run")
         return self
 
     def fidelity_of(

@@ -178,6 +178,17 @@ def test_compare_reports_fidelity_per_student(
     )  # distilled = teacher
     assert main([*gate, "--model", "baseline", "--rule", "fidelity.qa_synth.kl<=0.001"]) == 1
     assert main([*gate, "--model", "other", "--rule", "fidelity.kl<=0.8"]) == 2  # no numbers: never a pass
+    assert main([*gate, "--rule", "agreement.chrf>=99", "--rule", "agreement.qa_synth.rougeL>=99"]) == 0
+    assert main([*gate, "--model", "baseline", "--rule", "agreement.chrf>=99"]) == 1
+    sim = {(s["model"], s["scope"], s["name"], s["metric"]): s for s in result["similarity"]}
+    assert sim[("distilled", "task", "qa_synth", "chrf")]["value"] == 100.0
+    assert (
+        "baseline",
+        "task",
+        "nli_synth",
+        "chrf",
+    ) not in sim  # multiple choice: exact agreement says it all
+    assert "## Agreement with the teacher on free text" in report
     board = tmp_path / "board.md"
     assert main(["leaderboard", results, "--sort", "fidelity.kl", "--out", str(board)]) == 0
     lines = board.read_text().splitlines()
@@ -225,3 +236,17 @@ def test_vllm_topk_teacher_is_within_the_bound_of_the_dense_one(
         assert _value(name, served_all) == pytest.approx(_value(name, dense), rel=1e-3, abs=1e-4), name
     for name in ("top1", "nll", "ece"):
         assert _value(name, served) == pytest.approx(_value(name, dense), rel=1e-4, abs=1e-3), name
+
+
+def test_graded_similarity_is_sacrebleu_chrf_against_the_teacher() -> None:
+    from sacrebleu.metrics import CHRF
+
+    from kdeval.similarity import example_rows, similarity_rows
+
+    student = ["the cat sat on the mat", "a dog ran", "completely different"]
+    teacher = ["the cat sat on a mat", "the dog ran away", "nothing alike here"]
+    rows = {("s", "chrf"): {"t": example_rows("chrf", student, teacher)}}
+    (task, _, overall) = similarity_rows(rows, "teacher", {"t": "fam"}, seed=0, n_resamples=200)
+    assert task.value == pytest.approx(CHRF().corpus_score(student, [teacher]).score)
+    assert task.ci_low is not None and task.ci_high is not None and task.ci_low < task.value < task.ci_high
+    assert overall.scope == "overall" and overall.value == pytest.approx(task.value)

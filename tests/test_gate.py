@@ -453,7 +453,7 @@ class _MinExamples(rules.Rule):
 def test_a_custom_rule_kind_parses_evaluates_and_renders_itself(
     runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with pytest.raises(UserError, match=r"expected PATH:TOLERANCE \(.*\), PATH>=BOUND or fidelity\.MEASURE"):
+    with pytest.raises(UserError, match=r"PATH>=BOUND, fidelity\.MEASURE<=BOUND .* or agreement\.METRIC"):
         parse_rule("examples(gate_qa)>=10")
     monkeypatch.setitem(rules.RULE_KINDS, _MinExamples.kind, _MinExamples)
     with pytest.raises(UserError, match=r"PATH>=BOUND, fidelity\.MEASURE<=BOUND .* or examples\(TASK\)>=N$"):

@@ -509,4 +509,4 @@ def _config_error(exc: ValidationError, file: Path, lines: dict[tuple[str | int,
 
 
 # the built-in kinds kept in their own modules register on import (after the names they use)
-from kdeval.gate import fidelity_rule  # noqa: E402, F401
+from kdeval.gate import teacher_rules  # noqa: E402, F401

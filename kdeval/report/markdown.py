@@ -6,6 +6,7 @@ from __future__ import annotations
 from kdeval.report.answers import render_section as answers_section
 from kdeval.report.cost import render_section as cost_section
 from kdeval.report.fidelity import render_section as fidelity_section
+from kdeval.report.similarity import render_section as similarity_section
 from kdeval.results import Comparison, ModelRow, RunResult, TaskRow
 
 FOOTNOTES = {
@@ -44,6 +45,7 @@ def render(r: RunResult) -> str:
     if used:
         lines += [f"[{i + 1}] {FOOTNOTES[k]}" for i, k in enumerate(used)] + [""]
     lines += _dropped_lines(r)
+    lines += [similarity_section(r, models)]
     lines += [fidelity_section(r, models), answers_section(r, models), cost_section(r)]
     lines += ["## Models", "", _models_table(r), "", "## Tasks", "", _tasks_table(r), ""]
     return "\n".join(lines)
