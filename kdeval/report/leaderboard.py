@@ -24,6 +24,7 @@ from typing import Literal
 
 from kdeval.errors import UserError
 from kdeval.metrics import METRICS, combine
+from kdeval.report.formats import portable_path
 from kdeval.results import EFFICIENCY, Figures
 from kdeval.runs import LoadedRun, run_differences
 
@@ -220,7 +221,7 @@ def render(rows: list[Row], sort: str = "overall", keep: Keep = "newest") -> str
         cells = [
             str(rank) if rank else _MARK if r.differs else _NONE,
             r.name,
-            f"`{r.path}`" if r.path else _NONE,
+            f"`{portable_path(r.path)}`" if r.path else _NONE,
         ]
         cells.append(f"{r.n_params:,}" if r.n_params else _NONE)
         cells += [_num(r.families.get(f), ".1f") for f in fams]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from kdeval.report.answers import render_section as answers_section
 from kdeval.report.cost import render_section as cost_section
 from kdeval.report.fidelity import render_section as fidelity_section
+from kdeval.report.formats import portable_path
 from kdeval.report.similarity import render_section as similarity_section
 from kdeval.results import Comparison, ModelRow, RunResult, TaskRow
 
@@ -192,7 +193,7 @@ _QUIET_OPTIONS = {"base_url", "server", "endpoint", "max_retries", "timeout"}
 
 def _path_cell(m: ModelRow) -> str:
     if not m.remote:
-        return f"`{m.path}`"
+        return f"`{portable_path(m.path)}`"
     served = (m.server or {}).get("model")
     return f"remote: `{m.path}`" + (f" serving `{served}`" if served else "")
 
