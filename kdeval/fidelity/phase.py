@@ -107,8 +107,8 @@ def _teacher_codec(m: ResolvedModel) -> tuple[PromptCodec | None, str | None]:
         return PromptCodec.from_pretrained(
             path, use_chat_template=m.use_chat_template, trust_remote_code=m.trust_remote_code
         ), None
-    except (OSError, ValueError):
-        return None, "the teacher's tokenizer is not available here"
+    except Exception as exc:  # any tokenizer that does not load: the phase says so, the run goes on
+        return None, f"the teacher's tokenizer does not load here ({type(exc).__name__})"
 
 
 def _why_not(teacher: ResolvedModel, student: ResolvedModel, codec: PromptCodec | None) -> str | None:
@@ -116,7 +116,10 @@ def _why_not(teacher: ResolvedModel, student: ResolvedModel, codec: PromptCodec 
         return "served remotely: fidelity needs the student's weights here"
     from kdeval.distill.models import load_tokenizer
 
-    tok = load_tokenizer(student.path, trust_remote_code=student.trust_remote_code)
+    try:
+        tok = load_tokenizer(student.path, trust_remote_code=student.trust_remote_code)
+    except Exception as exc:  # as for the teacher's: a reason in the report, not a crash
+        return f"the student's tokenizer does not load here ({type(exc).__name__})"
     if codec is None or tok.get_vocab() != codec.tokenizer.get_vocab():
         return TOKENIZERS_DIFFER
     return None
