@@ -457,6 +457,16 @@ class RunResult(_Row):
             None,
         )
 
+    @model_serializer(mode="wrap")
+    def _teacher_rows_when_any(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """`fidelity` and `similarity` are written only when the run has them, so files written
+        before they existed (or without a teacher) read and write back unchanged."""
+        out: dict[str, Any] = handler(self)
+        for key in ("fidelity", "similarity"):
+            if not out.get(key):
+                out.pop(key, None)
+        return out
+
     def model(self, name: str) -> ModelRow | None:
         return next((m for m in self.models if m.name == name), None)
 

@@ -212,7 +212,7 @@ def test_compare_reports_fidelity_per_student(
     assert again["fidelity"] == result["fidelity"]
 
     skipped, _ = _compare(tmp_path / "off", tiny_model_dir, *students, extra=("--no-fidelity",))
-    assert skipped["fidelity"] == []
+    assert "fidelity" not in skipped  # written only when the run has it
 
 
 @pytest.mark.slow
