@@ -22,9 +22,11 @@ import numpy as np
 
 from kdeval.datafiles import write_atomic
 from kdeval.metrics import bootstrap_ci, get_metric, mean_row
-from kdeval.results import AgreementRow, GenerationRow, ScoreRow, clean
+from kdeval.results import AgreementRow, GenerationRow, ScoreRow, SimilarityRow, clean
 from kdeval.runner import LoadedTask, ModelOutputs
 from kdeval.sampling import ks_for, majority, pass_at_k
+from kdeval.similarity import METRICS as SIMILARITY
+from kdeval.similarity import answer_text, example_rows, similarity_rows
 from kdeval.tasks import Output, Scored, Task
 
 N_RESAMPLES = 1000
@@ -206,6 +208,8 @@ class Aggregated:
     metrics: dict[str, list[str]] = field(default_factory=dict)
     #: task name -> why examples were dropped for every model -> how many (tasks that dropped any)
     dropped: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: chrF / ROUGE-L of each student's answers against the teacher's (kdeval.similarity)
+    similarity: list[SimilarityRow] = field(default_factory=list)
 
 
 def aggregate(
@@ -216,6 +220,7 @@ def aggregate(
     teacher = next((m for m in models if m.model.role == "teacher"), None)
     agg = Aggregated()
     scores, agreement, sample_files = agg.scores, agg.agreement, agg.samples
+    graded: dict[tuple[str, str], dict[str, np.ndarray]] = {}
     for lt in tasks:
         per_model = {mo.name: score_model(lt, mo, teacher) for mo in models}
         common, excluded = common_examples([ex.id for ex in lt.examples], list(per_model.values()))
@@ -232,6 +237,8 @@ def aggregate(
             gen = generation_row(mo.name, lt.task.name, ts)
             if gen is not None:
                 agg.generation.append(gen)
+            if teacher is not None and mo is not teacher and lt.task.task_type == "generate":
+                _graded(graded, lt, mo, teacher, common)
             if teacher is not None and mo is not teacher:
                 agreement.append(
                     agreement_row(
@@ -247,7 +254,25 @@ def aggregate(
             records = [{**r, "excluded": excluded[r["id"]]} if r["id"] in excluded else r for r in ts.records]
             _write_records(samples_dir.parent / rel, records)
             sample_files[f"{mo.name}/{lt.task.name}"] = rel
+    if teacher is not None:
+        families = {lt.task.name: lt.task.family for lt in tasks}
+        agg.similarity = similarity_rows(graded, teacher.name, families, seed, N_RESAMPLES)
     return agg
+
+
+def _graded(
+    graded: dict[tuple[str, str], dict[str, np.ndarray]],
+    lt: LoadedTask,
+    mo: ModelOutputs,
+    teacher: ModelOutputs,
+    common: list[str],
+) -> None:
+    """chrF / ROUGE-L rows of a student's answers against the teacher's, on the compared examples."""
+    mine = [answer_text(mo.outputs[lt.task.name][i]) for i in common]
+    theirs = [answer_text(teacher.outputs[lt.task.name][i]) for i in common]
+    for metric in SIMILARITY:
+        if common:
+            graded.setdefault((mo.name, metric), {})[lt.task.name] = example_rows(metric, mine, theirs)
 
 
 def common_examples(ids: list[str], models: list[TaskScores]) -> tuple[list[str], dict[str, str]]:

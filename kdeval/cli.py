@@ -99,6 +99,16 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
         help="skip the cost phase (latency, throughput, memory; default: measured, repeated until "
         "stable or 30 s of timed passes per model)",
     )  # fmt: skip
+    p.add_argument(
+        "--no-fidelity", action="store_true",
+        help="skip the fidelity phase (students teacher-forced on the teacher's outputs: KL, top-1, "
+        "perplexity, calibration; default: on when there is a teacher)",
+    )  # fmt: skip
+    p.add_argument(
+        "--fidelity-topk", type=int, default=None, metavar="K",
+        help="compare the teacher's top K tokens + one tail bucket (KL is then a lower bound; default: "
+        "the full vocabulary on hf, top 20 from a vLLM teacher)",
+    )  # fmt: skip
 
 
 def _lmeval_flags(p: argparse.ArgumentParser) -> None:
@@ -250,10 +260,11 @@ def run_config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Path | No
         if args.chat_template
         else ...,
         "efficiency": False if args.no_efficiency else None,
+        "fidelity": False if args.no_fidelity else None,
         "max_tokens": _budget_flags(args.max_tokens) or None,
     }
     for key in ("backend", "limit", "out", "seed", "temperature", "top_p", "dtype", "max_model_len",
-                "batch_size", "trust_remote_code", "samples"):  # fmt: skip
+                "batch_size", "trust_remote_code", "samples", "fidelity_topk"):  # fmt: skip
         flags[key] = getattr(args, key)
     data.update({k: v for k, v in flags.items() if v is not None and v is not ...})
     _lmeval_settings(args, data)
@@ -318,6 +329,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
 def cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
     from kdeval.compare import compare
     from kdeval.efficiency.bench import BenchConfig
+    from kdeval.fidelity.phase import FidelityConfig
     from kdeval.plugins import load_catalog
     from kdeval.report.markdown import render
 
@@ -335,6 +347,7 @@ def cmd_compare(args: argparse.Namespace, argv: list[str]) -> int:
         log=log,
         progress=None if args.quiet else _tqdm_progress,
         efficiency=BenchConfig() if config.efficiency else None,
+        fidelity=FidelityConfig(topk=config.fidelity_topk) if config.fidelity else None,
     )
     print(render(result))
     print(

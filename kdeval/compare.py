@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kdeval import __version__
-from kdeval.aggregate import N_RESAMPLES, aggregate
+from kdeval.aggregate import N_RESAMPLES, Aggregated, aggregate
 from kdeval.config import RunSpec
 from kdeval.datafiles import write_atomic
 from kdeval.derive import derive
@@ -38,6 +38,7 @@ from kdeval.store import Store
 if TYPE_CHECKING:
     from kdeval.backends.registry import ResolvedModel
     from kdeval.efficiency.bench import BenchConfig
+    from kdeval.fidelity.phase import FidelityConfig
 
 
 def compare(
@@ -49,6 +50,7 @@ def compare(
     progress: Progress | None = None,
     make_backend: BackendFactory = default_backend_factory,
     efficiency: BenchConfig | None = None,
+    fidelity: FidelityConfig | None = None,
 ) -> RunResult:
     check_models(spec)
     check_out(spec.out)
@@ -56,7 +58,8 @@ def compare(
     extra = _evaluate_modules(spec, tasks)
     resolved = resolve_models(spec, tasks, log)  # paths, engine options, servers: checked, not started
     with hold(spec.out, argv):  # one run at a time writes to a folder
-        return _run(spec, catalog, tasks, resolved, argv, log, progress, make_backend, efficiency, extra)
+        phases = (efficiency, extra, fidelity)
+        return _run(spec, catalog, tasks, resolved, argv, log, progress, make_backend, *phases)
 
 
 def _evaluate_modules(spec: RunSpec, tasks: list[LoadedTask]) -> dict[str, list[object]]:
@@ -79,6 +82,7 @@ def _run(
     make_backend: BackendFactory,
     efficiency: BenchConfig | None,
     extra: dict[str, list[object]],
+    fidelity: FidelityConfig | None = None,
 ) -> RunResult:
     out = spec.out
     # An older results.json must not pass for this run's if this run dies half-way.
@@ -87,13 +91,39 @@ def _run(
     store = Store(store_path(out))
     try:
         models = run_models(spec, resolved, tasks, store, make_backend, log, progress)
+        agg = aggregate(tasks, models, spec.seed, out / "samples")
+        if extra:
+            from kdeval.lmeval.evaluate_metrics import add_scores
+
+            add_scores(extra, agg, out)
+        result = _quality_result(spec, catalog, tasks, models, agg, argv)
+        result.write(out / "results.json")  # the quality results are safe before the later phases
+        if fidelity is not None:
+            from kdeval.fidelity.phase import run_fidelity
+
+            result.fidelity = run_fidelity(spec, tasks, models, store, make_backend, log, fidelity, progress)
+            result.write(out / "results.json")
     finally:
         store.close()
-    agg = aggregate(tasks, models, spec.seed, out / "samples")
-    if extra:
-        from kdeval.lmeval.evaluate_metrics import add_scores
+    if efficiency is not None:
+        from kdeval.efficiency.bench import measure_run
 
-        add_scores(extra, agg, out)
+        figures = measure_run(spec, resolved, tasks, log, efficiency)
+        result.efficiency = {name: Figures.model_validate(fig) for name, fig in figures.items()}
+        result.write(out / "results.json")
+    write_plot(result, out)
+    write_atomic(out / "report.md", render(result))
+    return result
+
+
+def _quality_result(
+    spec: RunSpec,
+    catalog: Catalog,
+    tasks: list[LoadedTask],
+    models: list[ModelOutputs],
+    agg: Aggregated,
+    argv: list[str],
+) -> RunResult:
     result = RunResult(
         kdeval_version=__version__,
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -108,18 +138,10 @@ def _run(
         agreement=agg.agreement,
         samples=agg.samples,
         generation=agg.generation,
+        similarity=agg.similarity,
         commit=_commit(),
     )
     derive(result)
-    result.write(out / "results.json")  # the quality results are safe before the cost phase starts
-    if efficiency is not None:
-        from kdeval.efficiency.bench import measure_run
-
-        figures = measure_run(spec, resolved, tasks, log, efficiency)
-        result.efficiency = {name: Figures.model_validate(fig) for name, fig in figures.items()}
-        result.write(out / "results.json")
-    write_plot(result, out)
-    write_atomic(out / "report.md", render(result))
     return result
 
 

@@ -220,6 +220,42 @@ class GenerationRow(_Row):
     correct: float | None
 
 
+class FidelityRow(_Row):
+    """Token-level fidelity of `model` to `reference` (the teacher), teacher-forced on the teacher's
+    own outputs (`kdeval.fidelity`): one measure of one task, family (mean of its tasks) or overall
+    (mean of the families). `source` is "dense" or "top-K" (KL, reverse KL and JSD are then lower
+    bounds). A student without numbers has value None and a `note` saying why (e.g. "tokenizers
+    differ"); `n` counts examples and `tokens` the teacher's tokens."""
+
+    model: str
+    reference: str
+    scope: Scope
+    name: str
+    measure: str
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+    tokens: int
+    source: str
+    note: str | None = None
+
+
+class SimilarityRow(_Row):
+    """Graded similarity of `model`'s free-text answers to `reference`'s (the teacher) on generation
+    tasks (`kdeval.similarity`): chrF or ROUGE-L (0-100) of a task, family or overall."""
+
+    model: str
+    reference: str
+    scope: Scope
+    name: str
+    metric: str
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+
+
 class SummaryRow(_Row):
     """Mean of the tasks' primary metrics per family, and of the families overall."""
 
@@ -362,6 +398,10 @@ class RunResult(_Row):
     efficiency: dict[str, Figures] = Field(default_factory=dict)
     #: the cost of the answers per model and task: thinking, budget hits, tokens per right answer
     generation: list[GenerationRow] = Field(default_factory=list)
+    #: token-level fidelity of each student to the teacher (per task, family and overall)
+    fidelity: list[FidelityRow] = Field(default_factory=list)
+    #: chrF / ROUGE-L of each student's answers against the teacher's (generation tasks)
+    similarity: list[SimilarityRow] = Field(default_factory=list)
     schema_: Literal["kdeval.results"] = Field(default=SCHEMA, alias="schema")
     schema_version: Literal[1] = SCHEMA_VERSION
 
@@ -389,7 +429,43 @@ class RunResult(_Row):
                         )
                 if section != "summary" and row.task not in tasks:
                     raise ValueError(f"{section}[{i}].task: '{row.task}' is not a task of this run")
+        teacher_rows: list[tuple[str, list[Any]]] = [
+            ("fidelity", self.fidelity),
+            ("similarity", self.similarity),
+        ]
+        for section, items in teacher_rows:
+            for i, f in enumerate(items):
+                if f.model not in models or f.reference not in models:
+                    raise ValueError(
+                        f"{section}[{i}]: '{f.model}' or '{f.reference}' is not a model of this run"
+                    )
+                if f.scope == "task" and f.name not in tasks:
+                    raise ValueError(f"{section}[{i}].name: '{f.name}' is not a task of this run")
         return self
+
+    def fidelity_of(
+        self, model: str, measure: str, scope: str = "overall", name: str = "overall"
+    ) -> FidelityRow | None:
+        """One fidelity row (overall by default), or None when the run has none for it."""
+        return next(
+            (
+                f
+                for f in self.fidelity
+                if (f.model, f.measure, f.scope) == (model, measure, scope)
+                and (scope == "overall" or f.name == name)
+            ),
+            None,
+        )
+
+    @model_serializer(mode="wrap")
+    def _teacher_rows_when_any(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """`fidelity` and `similarity` are written only when the run has them, so files written
+        before they existed (or without a teacher) read and write back unchanged."""
+        out: dict[str, Any] = handler(self)
+        for key in ("fidelity", "similarity"):
+            if not out.get(key):
+                out.pop(key, None)
+        return out
 
     def model(self, name: str) -> ModelRow | None:
         return next((m for m in self.models if m.name == name), None)

@@ -19,7 +19,8 @@ gate.yaml's `compare:` section, pipeline.yaml's `compare:` section, and the comm
     out: runs/kd-v3
 
 The other keys are `kdeval compare`'s settings under their flag names (seed, temperature, top_p,
-dtype, max_model_len, batch_size, use_chat_template, trust_remote_code, backend, efficiency).
+dtype, max_model_len, batch_size, use_chat_template, trust_remote_code, backend, efficiency,
+fidelity, fidelity_topk).
 Each backend's options are checked by that backend (kdeval.backends.registry), with file:line.
 """
 
@@ -88,6 +89,12 @@ class CompareSettings(BaseModel):
     limit: int | None = Field(default=None, ge=1, strict=True)  # `limit: true` is not 1
     out: Path | None = None
     efficiency: bool = Field(default=True, description="measure latency, throughput and memory too")
+    fidelity: bool = Field(
+        default=True, description="token-level fidelity of the students to the teacher (when there is one)"
+    )
+    fidelity_topk: int | None = Field(
+        default=None, ge=1, strict=True, description="cut the teacher's distribution to its top k (+ tail)"
+    )
     seed: int = 0
     temperature: float = Field(default=0.0, ge=0)
     top_p: float = Field(default=1.0, gt=0, le=1)
@@ -129,7 +136,13 @@ class CompareSettings(BaseModel):
         specs = [
             _model_spec(name, e, lines or {}, file, (*prefix, "models", name)) for name, e in models.items()
         ]
-        own = set(CompareSettings.model_fields) - {"backend", "efficiency", "out"}
+        own = set(CompareSettings.model_fields) - {
+            "backend",
+            "efficiency",
+            "fidelity",
+            "fidelity_topk",
+            "out",
+        }
         settings = self.model_dump(include=own)
         try:
             return RunSpec(

@@ -26,6 +26,13 @@ CREATE TABLE IF NOT EXISTS outputs (
     output TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS model_info (key TEXT PRIMARY KEY, info TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS fidelity (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    task TEXT NOT NULL,
+    example_id TEXT NOT NULL,
+    row TEXT NOT NULL
+);
 """
 
 
@@ -78,6 +85,23 @@ class Store:
     def get_info(self, key: str) -> dict[str, object] | None:
         row = self._db.execute("SELECT info FROM model_info WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
+
+    def get_rows(self, keys: list[str]) -> dict[str, list[float]]:
+        """Stored per-example fidelity rows (kdeval.fidelity) by key."""
+        found: dict[str, list[float]] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for key, blob in self._db.execute(f"SELECT key, row FROM fidelity WHERE key IN ({marks})", chunk):
+                found[key] = json.loads(blob)
+        return found
+
+    def put_row(self, key: str, model: str, task: str, example_id: str, row: list[float]) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO fidelity VALUES (?, ?, ?, ?, ?)",
+            (key, model, task, example_id, json.dumps(row)),
+        )
+        self._db.commit()
 
     def close(self) -> None:
         self._db.close()

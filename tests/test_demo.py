@@ -100,7 +100,8 @@ def test_quick_demo_runs_then_reuses_everything(tmp_path: Path, capsys: pytest.C
         str(out),
     ]
     assert run(parser.parse_args(argv)) == 0
-    assert capsys.readouterr().out.rstrip().splitlines()[-1] == first.verdict
+    printed = capsys.readouterr().out
+    assert printed.rstrip().splitlines()[-1] == first.verdict and printed.count("verdict: ") == 1  # once
     again = json.loads((out / "results.json").read_text())
     assert all(m["computed"] == 0 for m in again["models"])
     assert "teacher cached, baseline cached, distilled cached" in (out / "report.md").read_text()

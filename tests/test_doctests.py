@@ -9,9 +9,15 @@ import kdeval.config
 import kdeval.derive
 import kdeval.distill.methods
 import kdeval.errors
+import kdeval.fidelity.measures
+import kdeval.gate.teacher_rules
 import kdeval.modeldir
+import kdeval.pooling
+import kdeval.report.fidelity
+import kdeval.report.formats
 import kdeval.results
 import kdeval.runs
+import kdeval.similarity
 
 
 @pytest.mark.parametrize(
@@ -25,6 +31,12 @@ import kdeval.runs
         kdeval.backends.openai,
         kdeval.modeldir,
         kdeval.distill.methods,
+        kdeval.fidelity.measures,
+        kdeval.pooling,
+        kdeval.similarity,
+        kdeval.report.fidelity,
+        kdeval.report.formats,
+        kdeval.gate.teacher_rules,
     ],
 )
 def test_doctests(module: object) -> None:

@@ -401,6 +401,10 @@ def test_models_without_figures_errors_and_worse_students() -> None:
 
 def test_no_efficiency_says_so() -> None:
     r = _result({"teacher": 50.0, "distilled": 46.0}, {})
+    assert "Not measured in this run (this run had no cost phase)" in cost.render_section(
+        r
+    )  # no flag claimed
+    r.command = ["kdeval", "compare", "--no-efficiency"]
     assert "Not measured in this run (`--no-efficiency`)" in cost.render_section(r)
     assert not cost.has_plot(r)
 

@@ -453,10 +453,10 @@ class _MinExamples(rules.Rule):
 def test_a_custom_rule_kind_parses_evaluates_and_renders_itself(
     runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with pytest.raises(UserError, match=r"expected PATH:TOLERANCE \(.*\) or PATH>=BOUND$"):
+    with pytest.raises(UserError, match=r"PATH>=BOUND, fidelity\.MEASURE<=BOUND .* or agreement\.METRIC"):
         parse_rule("examples(gate_qa)>=10")
     monkeypatch.setitem(rules.RULE_KINDS, _MinExamples.kind, _MinExamples)
-    with pytest.raises(UserError, match=r"PATH>=BOUND or examples\(TASK\)>=N$"):
+    with pytest.raises(UserError, match=r"PATH>=BOUND, fidelity\.MEASURE<=BOUND .* or examples\(TASK\)>=N$"):
         parse_rule("nonsense")
     assert parse_rule("examples(gate_qa)>=10") == _MinExamples("examples(gate_qa)>=10", "gate_qa", 10)
     assert isinstance(parse_rule("qa.f1:-1pt"), Tolerance)  # built-ins still come first

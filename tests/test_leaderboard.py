@@ -12,6 +12,7 @@ import pytest
 from kdeval.config import ModelSpec, RunSpec
 from kdeval.errors import UserError
 from kdeval.gate.cli import main
+from kdeval.report.formats import portable_path
 from kdeval.report.leaderboard import build, ranked, render
 from kdeval.runs import load_run
 from tests.fakes_gate import checkpoint, gate_catalog, run_compare
@@ -54,7 +55,10 @@ def test_one_row_per_fingerprint_and_ranked_by_overall(runs: dict[str, Path]) ->
     rows = _rows(_board(runs["old"], runs["new"]))
     assert [r[1] for r in rows] == ["teacher", "distilled", "distilled", "baseline"]
     assert [r[0] for r in rows] == ["1", "2", "3", "4"]
-    assert [r[2] for r in rows][1:3] == [f"`{runs['root']}/ckpt/d1`", f"`{runs['root']}/ckpt/d2`"]
+    # paths as portable_path shows them: under the temporary folder, "<tmp>/..."
+    assert [r[2] for r in rows][1:3] == [
+        f"`{portable_path(str(runs['root']))}/ckpt/{d}`" for d in ("d1", "d2")
+    ]
 
 
 def test_newest_run_wins_unless_told_otherwise(runs: dict[str, Path]) -> None:
@@ -89,7 +93,7 @@ def test_retention_against_the_same_runs_teacher(runs: dict[str, Path]) -> None:
     rows = {r[2]: r for r in _rows(_board(runs["old"], runs["new"]))}
     teacher = next(r for r in rows.values() if r[1] == "teacher")
     assert teacher[8] == "—"
-    d1 = rows[f"`{runs['root']}/ckpt/d1`"]
+    d1 = rows[f"`{portable_path(str(runs['root']))}/ckpt/d1`"]
     assert float(d1[8].rstrip("%")) == pytest.approx(float(d1[7]), abs=0.11)  # the teacher scores 100
 
 

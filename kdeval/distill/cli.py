@@ -248,6 +248,6 @@ def _run_demo(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     print((result.out / "report.md").read_text(encoding="utf-8"))
+    # the report ends with the verdict line: printed once
     print(f"wrote {result.out / 'report.md'}; {result.seconds['total']:.0f} s in all", file=sys.stderr)
-    print(result.verdict)
     return 0

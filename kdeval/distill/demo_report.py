@@ -44,7 +44,10 @@ class Delta:
         return "no clear difference"
 
     def text(self) -> str:
-        return f"{self.diff:+.1f} points, 95% CI [{self.low:+.1f}, {self.high:+.1f}]"
+        """The difference and its interval, with the digits it takes to see whether 0 is inside."""
+        from kdeval.report.formats import signed, signed_interval
+
+        return f"{signed(self.diff)} points, 95% CI {signed_interval(self.low, self.high)}"
 
 
 def paired_delta(results: Path, a: str, b: str, scope: str = "overall") -> Delta:

@@ -168,8 +168,7 @@ def chunked_loss_sums(
     after the forward and recomputed one chunk at a time in the backward, so peak memory holds
     one chunk x vocabulary, not N x vocabulary. With one chunk nothing is recomputed.
     """
-    n = hidden.shape[0]
-    if n == 0:
+    if hidden.shape[0] == 0:
         return hidden.new_zeros(2, dtype=torch.float32)
 
     def one_chunk(h: Tensor, y: Tensor, start: int, end: int) -> Tensor:
@@ -177,15 +176,25 @@ def chunked_loss_sums(
             target = teacher(start, end) if teacher is not None else None
         return token_loss_sums(spec, head(h), y, target)
 
+    return chunked_sums(hidden, targets, one_chunk, chunk_size, hidden.new_zeros(2, dtype=torch.float32))
+
+
+#: (hidden rows, their targets, start, end) -> sums over those rows (any shape, the same for every chunk)
+ChunkFn = Callable[[Tensor, Tensor, int, int], Tensor]
+
+
+def chunked_sums(hidden: Tensor, targets: Tensor, fn: ChunkFn, chunk_size: int, total: Tensor) -> Tensor:
+    """`total` plus `fn` summed over the rows of `hidden` [N, H], `chunk_size` rows at a time: the
+    one chunk loop of the trainer's loss and of the fidelity phase (kdeval.fidelity).
+
+    With gradients each chunk runs under activation checkpointing, so its logits are freed after
+    the forward and recomputed in the backward; with one chunk nothing is recomputed.
+    """
+    n = hidden.shape[0]
     recompute = torch.is_grad_enabled() and hidden.requires_grad and n > chunk_size
-    total = hidden.new_zeros(2, dtype=torch.float32)
     for start in range(0, n, chunk_size):
         end = min(start + chunk_size, n)
         h, y = hidden[start:end], targets[start:end]
-        part = (
-            checkpoint(one_chunk, h, y, start, end, use_reentrant=False)
-            if recompute
-            else one_chunk(h, y, start, end)
-        )
+        part = checkpoint(fn, h, y, start, end, use_reentrant=False) if recompute else fn(h, y, start, end)
         total = total + part
     return total

@@ -242,6 +242,7 @@ def _compare(
     from kdeval.compare import compare
     from kdeval.distill.demo import tqdm_progress
     from kdeval.efficiency.bench import BenchConfig
+    from kdeval.fidelity.phase import FidelityConfig
     from kdeval.plugins import load_catalog
 
     c = p.compare
@@ -261,5 +262,6 @@ def _compare(
         log=say,
         progress=tqdm_progress if progress else None,
         efficiency=BenchConfig() if c.efficiency else None,
+        fidelity=FidelityConfig(topk=c.fidelity_topk) if c.fidelity else None,
     )
     return spec.out / "report.md"

@@ -174,9 +174,12 @@ def _run_compare(args: argparse.Namespace, plan: _Plan) -> Path:
         precheck(spec, load_run(plan.baseline).result, plan.options.model, where)
     check_out(spec.out, "compare.out:", where)  # a folder another run holds: refused before the log
     print(f"kdeval gate: running the compare: of {where} into {spec.out}", file=sys.stderr, flush=True)
+    from kdeval.fidelity.phase import FidelityConfig
+
     return run_compare(
         spec,
         efficiency=section.efficiency,
+        fidelity=FidelityConfig(topk=section.fidelity_topk) if section.fidelity else None,
         argv=["kdeval", "gate", "--config", str(args.config)],
         log=lambda msg: print(msg, file=sys.stderr, flush=True),
     )

@@ -29,6 +29,7 @@ from kdeval.errors import UserError
 from kdeval.runconfig import RunConfig
 
 if TYPE_CHECKING:
+    from kdeval.fidelity.phase import FidelityConfig
     from kdeval.plugins import Catalog
     from kdeval.results import RunResult
     from kdeval.runner import BackendFactory
@@ -73,6 +74,7 @@ def run_compare(
     *,
     efficiency: bool,
     argv: list[str],
+    fidelity: FidelityConfig | None = None,
     log: Log,
     catalog: Catalog | None = None,
     make_backend: BackendFactory | None = None,
@@ -91,6 +93,7 @@ def run_compare(
             log=log,
             make_backend=make_backend or default_backend_factory,
             efficiency=BenchConfig() if efficiency else None,
+            fidelity=fidelity,
         )
     except (RuntimeError, OSError, ValueError) as exc:
         # A crash is not a regression: exit 2 (unusable input) with the cause, never exit 1.

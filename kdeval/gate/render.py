@@ -41,10 +41,14 @@ def effect(o: Outcome) -> str:
     """Effect with its interval, e.g. '-6.2 pt [-9.1, -3.3]' (floors: margin above the bound)."""
     if o.effect is None:
         return "—"
+    from kdeval.report.formats import signed, signed_interval
+
     unit = "" if o.unit == "" else (o.unit if o.unit == "%" else f" {o.unit}")
-    text = f"{number(o.effect, o.unit, True)}{unit}"
+    decimals = _DECIMALS.get(o.unit, 2)
+    text = f"{signed(o.effect, decimals)}{unit}"
     if o.low is not None and o.high is not None and math.isfinite(o.low):
-        text += f" [{number(o.low, o.unit, True)}, {number(o.high, o.unit, True)}]"
+        # as many digits as it takes to see whether the interval holds 0
+        text += f" {signed_interval(o.low, o.high, decimals)}"
     return text
 
 

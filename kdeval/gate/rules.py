@@ -114,6 +114,8 @@ class Rule(ABC):
     kind: ClassVar[str]
     #: its text form for the "expected ..." error, e.g. "PATH>=BOUND"
     form: ClassVar[str]
+    #: a path prefix the kind owns (e.g. "fidelity"): texts starting with it go to this kind first
+    prefix: ClassVar[str | None] = None
     #: the rule as written
     text: str
 
@@ -186,7 +188,8 @@ def rule_kinds() -> dict[str, type[Rule]]:
 
 def parse_rule(text: str, where: str | None = None) -> Rule:
     """Parse one rule string; a malformed rule is a UserError naming the rule (and `where`)."""
-    kinds = rule_kinds().values()
+    owner = text.strip().split(".", 1)[0]
+    kinds = sorted(rule_kinds().values(), key=lambda k: k.prefix != owner)  # an owning kind first
     for kind in kinds:
         rule = kind.parse(text, where)
         if rule is not None:
@@ -505,3 +508,7 @@ def _config_error(exc: ValidationError, file: Path, lines: dict[tuple[str | int,
     keys = ", ".join(CompareSection.keys() if section is CompareSection else GateConfig.model_fields)
     fix = f"compare: keys: {keys}" if section is CompareSection else f"keys: {keys}"
     return UserError(what, where=f"{file}:{line_of(lines, loc)}", fix=fix)
+
+
+# the built-in kinds kept in their own modules register on import (after the names they use)
+from kdeval.gate import teacher_rules  # noqa: E402, F401

@@ -247,7 +247,8 @@ def render_section(r: RunResult) -> str:
     """'## Cost' for report.md."""
     lines = ["## Cost", ""]
     if not r.efficiency:
-        return "\n".join(lines + ["Not measured in this run (`--no-efficiency`).", ""])
+        why = "`--no-efficiency`" if "--no-efficiency" in r.command else "this run had no cost phase"
+        return "\n".join(lines + [f"Not measured in this run ({why}).", ""])
     method = _method_line(r.efficiency) + " Quality = overall score from the quality table."
     lines += [method, "", model_table(r), ""]
     d = r.role("distilled")

@@ -19,15 +19,18 @@ unranked and marked ≠, with what differs under the table.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from kdeval.errors import UserError
 from kdeval.metrics import METRICS, combine
+from kdeval.report.formats import portable_path
 from kdeval.results import EFFICIENCY, Figures
 from kdeval.runs import LoadedRun, run_differences
 
 Keep = Literal["newest", "last"]
+#: fidelity columns shown when a run computed them: measure -> header
+_FIDELITY = {"kl": "KL to teacher", "top1": "top-1 agree %"}
 _NONE = "—"
 _MARK = "≠"
 _SHOWN = 6  # differences listed per run not ranked
@@ -49,6 +52,8 @@ class Row:
     order: int  # position of the run on the command line
     #: why this row's run is not comparable with the reference run (empty: it is, and is ranked)
     differs: tuple[str, ...] = ()
+    #: overall token-level fidelity to the run's teacher by measure (kdeval.fidelity), when computed
+    fidelity: dict[str, float] = field(default_factory=dict)
 
     @property
     def created(self) -> dt.datetime:
@@ -107,6 +112,11 @@ def _rows(run: LoadedRun, order: int) -> list[Row]:
                 r.efficiency.get(name),
                 run,
                 order,
+                fidelity={
+                    f.measure: f.value
+                    for f in r.fidelity
+                    if f.model == name and f.scope == "overall" and f.value is not None
+                },
             )
         )
     return out
@@ -126,6 +136,8 @@ def sort_value(row: Row, key: str) -> float | None:
     group, _, stat = key.partition(".")
     if group in EFFICIENCY:
         return row.efficiency.figure(key) if row.efficiency else None
+    if group == "fidelity":
+        return row.fidelity.get(stat)
     if not stat:  # a bare name: a task's primary metric, or a metric over all tasks
         group, stat = ("overall", group) if group in METRICS else (group, "primary")
     scope, metric = group, stat
@@ -146,12 +158,16 @@ def _check_key(rows: list[Row], key: str) -> None:
     raise UserError(
         f"nothing to sort by '{key}'",
         fix=f"use overall, retention, a family ({', '.join(fams)}), a task ({', '.join(tasks)}), "
-        "SCOPE.METRIC (e.g. qa.f1) or latency.p50",
+        "SCOPE.METRIC (e.g. qa.f1), latency.p50 or fidelity.kl",
     )
 
 
 def _lower_is_better(key: str) -> bool:
-    group = key.partition(".")[0]
+    group, _, stat = key.partition(".")
+    if group == "fidelity":
+        from kdeval.fidelity.measures import MEASURES
+
+        return stat in MEASURES and not MEASURES[stat].higher_is_better
     return group in EFFICIENCY and not EFFICIENCY[group][3]
 
 
@@ -194,7 +210,10 @@ def render(rows: list[Row], sort: str = "overall", keep: Keep = "newest") -> str
     extra = sort not in ("overall", "retention", *fams)
     lat = any(sort_value(r, "latency.p50") is not None for r in rows)
     mem = any(sort_value(r, "memory.peak") is not None for r in rows)
+    fid = [k for k in _FIDELITY if any(k in r.fidelity for r in rows)]
+    extra = extra and sort not in (f"fidelity.{k}" for k in fid)  # already a column
     head = ["rank", "model", "checkpoint", "parameters", *fams, "overall", "retention"]
+    head += [_FIDELITY[k] for k in fid]
     head += [sort] * extra + ["latency p50 (ms)"] * lat + ["peak memory (MiB)"] * mem
     head += ["date", "run", "fingerprint"]
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(_align(h) for h in head) + " |"]
@@ -202,12 +221,13 @@ def render(rows: list[Row], sort: str = "overall", keep: Keep = "newest") -> str
         cells = [
             str(rank) if rank else _MARK if r.differs else _NONE,
             r.name,
-            f"`{r.path}`" if r.path else _NONE,
+            f"`{portable_path(r.path)}`" if r.path else _NONE,
         ]
         cells.append(f"{r.n_params:,}" if r.n_params else _NONE)
         cells += [_num(r.families.get(f), ".1f") for f in fams]
         cells += [_num(r.overall, ".1f"), _num(None if r.retention is None else 100 * r.retention, ".1f")]
         cells[-1] += "%" if r.retention is not None else ""
+        cells += [_num(r.fidelity.get(k), ".3f" if k == "kl" else ".1f") for k in fid]
         cells += [_num(sort_value(r, sort), ".1f")] * extra
         cells += [_num(sort_value(r, "latency.p50"), ".1f")] * lat + [
             _num(sort_value(r, "memory.peak"), ".0f")
@@ -259,7 +279,8 @@ def _preamble(sort: str, keep: Keep) -> list[str]:
         "",
         f"Ranked by {sort} ({direction} first). Family columns: mean of the family's tasks' primary "
         "metrics (0–100); overall: mean of the families; retention: overall ÷ the same run's teacher. "
-        f"One row per model fingerprint, from {source}.",
+        f"One row per model fingerprint, from {source}. KL to teacher and top-1 agree: token-level fidelity "
+        "(overall, teacher-forced on the teacher's outputs; — when not computed, e.g. tokenizers differ).",
         "",
     ]
 

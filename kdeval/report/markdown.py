@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from kdeval.report.answers import render_section as answers_section
 from kdeval.report.cost import render_section as cost_section
+from kdeval.report.fidelity import render_section as fidelity_section
+from kdeval.report.formats import portable_path
+from kdeval.report.similarity import render_section as similarity_section
 from kdeval.results import Comparison, ModelRow, RunResult, TaskRow
 
 FOOTNOTES = {
@@ -43,7 +46,8 @@ def render(r: RunResult) -> str:
     if used:
         lines += [f"[{i + 1}] {FOOTNOTES[k]}" for i, k in enumerate(used)] + [""]
     lines += _dropped_lines(r)
-    lines += [answers_section(r, models), cost_section(r)]
+    lines += [similarity_section(r, models)]
+    lines += [fidelity_section(r, models), answers_section(r, models), cost_section(r)]
     lines += ["## Models", "", _models_table(r), "", "## Tasks", "", _tasks_table(r), ""]
     return "\n".join(lines)
 
@@ -189,7 +193,7 @@ _QUIET_OPTIONS = {"base_url", "server", "endpoint", "max_retries", "timeout"}
 
 def _path_cell(m: ModelRow) -> str:
     if not m.remote:
-        return f"`{m.path}`"
+        return f"`{portable_path(m.path)}`"
     served = (m.server or {}).get("model")
     return f"remote: `{m.path}`" + (f" serving `{served}`" if served else "")
 
