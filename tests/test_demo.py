@@ -106,12 +106,11 @@ def test_init_models_share_one_tokenizer_and_are_cached(tmp_path: Path) -> None:
     assert (paths["student"] / "model.safetensors").stat().st_mtime_ns == stamp
 
 
-def _tracked_state() -> str:
-    """What git says about tracked files (modified ones show up here)."""
-    done = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True
-    )
-    return done.stdout
+def _tracked_state() -> dict[str, int]:
+    """Modification time of every file git tracks in this checkout (a rewrite changes it)."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True)
+    files = [REPO / name for name in listed.stdout.split("\0") if name]
+    return {str(f): f.stat().st_mtime_ns for f in files if f.is_file()}
 
 
 @pytest.mark.slow
