@@ -63,9 +63,9 @@ class DemoConfig(BaseModel):
     teacher_per_task: int | None = Field(default=None, ge=1, description="None: all but validation")
     vocab_size: int = 2000
     teacher: Shape = Shape(hidden=128, layers=2, seed=0)
-    student: Shape = Shape(hidden=32, layers=2, seed=1)
+    student: Shape = Shape(hidden=64, layers=2, seed=1)
     teacher_epochs: int = 1
-    student_epochs: int = Field(default=1, ge=1, description="passes of the distilled student's data")
+    student_epochs: int = Field(default=4, ge=1, description="passes of the distilled student's data")
     # Tiny random-init models need a far larger rate than the 2e-5 meant for pretrained ones.
     lr: float = 2e-3
     batch_size: int = 32
