@@ -147,7 +147,10 @@ def test_quick_demo_runs_then_reuses_everything(
     assert printed.rstrip().splitlines()[-1] == first.verdict and printed.count("verdict: ") == 1
     again = json.loads((out / "results.json").read_text())
     assert all(m["computed"] == 0 for m in again["models"])
-    assert "teacher cached, baseline cached, distilled cached" in (out / "report.md").read_text()
+    cached_report = (out / "report.md").read_text()
+    assert "teacher cached, baseline cached, distilled cached" in cached_report
+    assert "cost figures kept from the previous run" in cached_report  # no model changed: not re-measured
+    assert "**The distilled student: " in cached_report and str(tmp_path) not in cached_report
 
     # Another method: only the distilled student is trained and evaluated again.
     kd = run_demo(

@@ -110,6 +110,7 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)
     cached: list[str] = field(default_factory=list)
     sizes: dict[str, int] = field(default_factory=dict)  # training records: teacher, gold, distilled
+    cost_reused: bool = False  # every model unchanged: the last run's cost figures were kept
 
 
 def default_workdir() -> Path:
@@ -273,10 +274,11 @@ def run_demo(
 
 
 def compare_models(cfg: DemoConfig, result: DemoResult, backend: str, log: Log, progress: bool) -> None:
-    from kdeval.compare import compare
+    from kdeval.compare import compare, rerender
     from kdeval.config import ROLES, ModelSpec, RunSpec
     from kdeval.efficiency.bench import BenchConfig
     from kdeval.plugins import load_catalog
+    from kdeval.runs import read_results
 
     spec = RunSpec.model_validate(
         {
@@ -287,6 +289,7 @@ def compare_models(cfg: DemoConfig, result: DemoResult, backend: str, log: Log, 
             "out": result.out,
         }
     )
+    reused = previous_cost(result)
     bench = BenchConfig(num_prompts=8, throughput_prompts=32, budget_s=cfg.bench_budget_s, max_repeats=4)
     compare(
         spec,
@@ -294,8 +297,36 @@ def compare_models(cfg: DemoConfig, result: DemoResult, backend: str, log: Log, 
         argv=["kdeval", "demo"],
         log=log,
         progress=tqdm_progress if progress else None,
-        efficiency=bench,
+        efficiency=None if reused else bench,
     )
+    if reused:
+        log("cost: the models are unchanged, so the figures measured last time are kept")
+        run = read_results(result.out / "results.json")
+        run.efficiency = reused
+        run.write(result.out / "results.json")
+        rerender(result.out / "results.json")
+        result.cost_reused = True
+
+
+def previous_cost(result: DemoResult) -> dict[str, Any] | None:
+    """The cost figures of the last run into the report folder, when every model is cached at the
+    same path (unchanged): measuring them again would only add minutes and the machine's noise."""
+    from kdeval.config import ROLES
+    from kdeval.errors import UserError
+    from kdeval.runs import read_results
+
+    path = result.out / "results.json"
+    if len(result.cached) < len(ROLES) or not path.is_file():
+        return None
+    try:
+        prev = read_results(path)
+    except UserError:
+        return None
+    paths = {m.name: m.path for m in prev.models}
+    figures = prev.efficiency
+    if any(paths.get(r) != str(result.models[r]) or r not in figures or figures[r].error for r in ROLES):
+        return None
+    return dict(figures)
 
 
 def tqdm_progress(desc: str, total: int) -> Any:

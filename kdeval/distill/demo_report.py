@@ -179,6 +179,9 @@ def setup_section(cfg: DemoConfig, result: DemoResult, where: str) -> str:
             "`benchmarks/experiment_demo_regime.py` (its table: `reports/demo/experiment.md`).",
             f"- Model paths are {where}.",
             f"- Time: {timing}, teacher answers {seconds.get('answers', 0):.0f} s, compare (quality and "
-            f"cost) {seconds['compare']:.0f} s, total {seconds['total']:.0f} s.",
+            f"cost) {seconds['compare']:.0f} s, total {seconds['total']:.0f} s"
+            + (
+                " (cost figures kept from the previous run: no model changed)." if result.cost_reused else "."
+            ),
         ]
     )
