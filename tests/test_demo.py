@@ -76,7 +76,9 @@ def test_baseline_and_distilled_share_init_seed_and_steps(tmp_path: Path) -> Non
         assert base.epochs * -(-40 // cfg.batch_size) >= base.max_steps  # cycles over the gold set
         assert (base.train, dist.train, base.method, base.teacher) == (str(gold), str(distilled), "sft", None)
     assert (dist.method, dist.teacher) == ("kd", "TEACHER")  # kd adds the logits
-    seqkd = student_jobs(DemoConfig(), gold, distilled, tmp_path / "s", "TEACHER", tmp_path)["distilled"]
+    seqkd = student_jobs(DemoConfig(method="seqkd"), gold, distilled, tmp_path / "s", "TEACHER", tmp_path)[
+        "distilled"
+    ]
     assert (seqkd.method, seqkd.teacher) == ("sft", None)  # the answers are in the file already
 
 
@@ -153,14 +155,14 @@ def test_quick_demo_runs_then_reuses_everything(
     assert "**The distilled student: " in cached_report and str(tmp_path) not in cached_report
 
     # Another method: only the distilled student is trained and evaluated again.
-    kd = run_demo(
-        QUICK.model_copy(update={"method": "kd"}),
+    other = run_demo(
+        QUICK.model_copy(update={"method": "seqkd" if QUICK.method == "kd" else "kd"}),
         workdir=work,
         backend="hf",
         progress=False,
         log=lambda _: None,
     )
-    assert kd.cached == ["teacher", "baseline"]
+    assert other.cached == ["teacher", "baseline"]
     computed = {m["name"]: m["computed"] for m in json.loads((out / "results.json").read_text())["models"]}
     assert computed["teacher"] == computed["baseline"] == 0 < computed["distilled"]
     assert _tracked_state() == tracked  # no tracked file rewritten

@@ -70,7 +70,7 @@ class DemoConfig(BaseModel):
     lr: float = 2e-3
     batch_size: int = 32
     max_len: int = 320
-    method: str = "seqkd"  # one of methods.teacher_methods()
+    method: str = "kd"  # one of methods.teacher_methods(); chosen in reports/demo/experiment.md
     alpha: float = 0.5
     temperature: float = 1.0
     limit: int | None = Field(default=None, ge=1, description="first N test examples per task (None: all)")
