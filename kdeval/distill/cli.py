@@ -83,10 +83,14 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="the whole loop on tiny models built here: teacher, baseline, distilled, compare, verdict",
         description="Trains a tiny teacher, baseline and distilled student on the offline suites' "
-        "training splits (cached, keyed by their settings), compares them on the test splits and "
-        "says whether distillation helped.",
+        "training splits in the realistic regime (a small gold set for the baseline; the teacher "
+        "answers a larger pool of prompts for the distilled student; cached, keyed by their "
+        "settings), compares them on the test splits with the cost phase and says whether "
+        "distillation helped. Writes into the work folder only.",
     )
-    d.add_argument("--out", type=Path, default=Path("reports/demo"), metavar="DIR", help="report folder")
+    d.add_argument(
+        "--out", type=Path, default=None, metavar="DIR", help="report folder (default WORKDIR/report)"
+    )
     d.add_argument(
         "--workdir", type=Path, default=None, metavar="DIR", help="model cache (default ~/.cache/kdeval/demo)"
     )
@@ -247,7 +251,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         backend=args.backend,
         progress=not args.quiet,
     )
-    print((result.out / "report.md").read_text(encoding="utf-8"))
-    # the report ends with the verdict line: printed once
+    # The report ends with the verdict line: printed once, as the last line of the output.
+    print((result.out / "report.md").read_text(encoding="utf-8").rstrip("\n"))
     print(f"wrote {result.out / 'report.md'}; {result.seconds['total']:.0f} s in all", file=sys.stderr)
     return 0

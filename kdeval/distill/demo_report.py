@@ -7,6 +7,7 @@ difference is called real only when its 95% interval excludes zero.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -108,36 +109,66 @@ def helped_section(results: Path) -> str:
     return "\n".join([*lines, "", verdict(results), ""])
 
 
-def write_report(cfg: DemoConfig, result: DemoResult, data: Path) -> str:
-    """Append the demo's setup and the paired comparison to compare's report.md; the verdict line."""
+def write_report(cfg: DemoConfig, result: DemoResult, workdir: Path) -> str:
+    """Append the demo's setup and the paired comparison to compare's report.md, with the work
+    folder's paths written portably; returns the verdict line."""
     results = result.out / "results.json"
     report = result.out / "report.md"
     text = report.read_text(encoding="utf-8").rstrip("\n")
-    write_atomic(report, "\n\n".join([text, setup_section(cfg, result, data), helped_section(results)]))
+    prefix, where = portable_prefix(workdir)
+    body = "\n\n".join([text, setup_section(cfg, result, where), helped_section(results)])
+    for spelled in {str(workdir.resolve()), str(workdir.absolute())}:
+        body = body.replace(f"{spelled}{os.sep}", prefix)
+    write_atomic(report, body)
     return verdict(results)
 
 
-def setup_section(cfg: DemoConfig, result: DemoResult, data: Path) -> str:
-    n = sum(1 for _ in data.open(encoding="utf-8"))
+def portable_prefix(workdir: Path) -> tuple[str, str]:
+    """How the report writes a path in the work folder: relative to the kdeval cache when the
+    work folder is in it (the default), else relative to the work folder; and a note saying so."""
+    from kdeval.distill.suitedata import cache_root
+
+    work, cache = workdir.resolve(), cache_root().resolve()
+    if work.is_relative_to(cache):
+        rel = work.relative_to(cache).as_posix()
+        return f"{rel}/", "relative to the kdeval cache (`$KDEVAL_CACHE`, default `~/.cache/kdeval`)"
+    return "", "relative to the demo's work folder (`--workdir`)"
+
+
+def setup_section(cfg: DemoConfig, result: DemoResult, where: str) -> str:
+    seconds, n = result.seconds, result.sizes
     timing = ", ".join(
-        f"{k} {'cached' if k in result.cached else f'{result.seconds[k]:.0f} s'}"
+        f"{k} {'cached' if k in result.cached else f'{seconds[k]:.0f} s'}"
         for k in ("teacher", "baseline", "distilled")
     )
     t, s = cfg.teacher, cfg.student
     how = f" (alpha {cfg.alpha}, temperature {cfg.temperature})" if get_method(cfg.method).token_level else ""
-    seconds = result.seconds
+    logits = ", plus its logits on every token" if get_method(cfg.method).token_level else ""
     return "\n".join(
         [
             "## The demo",
             "",
-            f"- Training data: the training splits of {', '.join(cfg.tasks)} ({n} prompt/response "
-            "pairs; no test example among them).",
+            "The realistic distillation regime: gold answers are scarce, unlabelled prompts are not. "
+            f"Everything is cut from the training splits of {', '.join(cfg.tasks)} "
+            "(`kdeval.distill.demo_data`); no test example is among them, and the last "
+            f"{cfg.valid_per_task} training examples of each task are held out from every model.",
+            "",
             f"- Teacher: Llama, hidden {t.hidden}, {t.layers} layers, {cfg.teacher_epochs} epoch(s) on "
-            "the gold answers.",
-            f"- Baseline: Llama, hidden {s.hidden}, {s.layers} layers, {cfg.student_epochs} epoch(s) on "
-            "the gold answers.",
-            "- Distilled: the baseline's initial weights, data order and steps, trained with "
-            f"`{cfg.method}` from the teacher{how}.",
-            f"- Time: {timing}, compare {seconds['compare']:.0f} s, total {seconds['total']:.0f} s.",
+            f"the gold answers of {n['teacher']} training records (it stands in for a model that has "
+            "seen far more labelled data than the student's owner).",
+            f"- Baseline: Llama, hidden {s.hidden}, {s.layers} layers, fine-tuned on the gold set alone: "
+            f"the first {cfg.gold_per_task} examples of each task ({n['gold']} records).",
+            f"- Distilled: the baseline's initial weights, seed, rate and number of optimizer steps, "
+            f"trained with `{cfg.method}`{how} on the gold set plus a pool of the next "
+            f"{cfg.pool_per_task} prompts of each task ({n['pool']} records) answered by the teacher"
+            f"{logits} ({n['distilled']} records in all).",
+            "- Chosen on the held-out validation examples over paired seeds, never the test split: "
+            "`benchmarks/experiment_demo_regime.py` (its table: `reports/demo/experiment.md`).",
+            f"- Model paths are {where}.",
+            f"- Time: {timing}, teacher answers {seconds.get('answers', 0):.0f} s, compare (quality and "
+            f"cost) {seconds['compare']:.0f} s, total {seconds['total']:.0f} s"
+            + (
+                " (cost figures kept from the previous run: no model changed)." if result.cost_reused else "."
+            ),
         ]
     )
