@@ -277,6 +277,7 @@ def compare_models(cfg: DemoConfig, result: DemoResult, backend: str, log: Log, 
     from kdeval.compare import compare, rerender
     from kdeval.config import ROLES, ModelSpec, RunSpec
     from kdeval.efficiency.bench import BenchConfig
+    from kdeval.fidelity.phase import FidelityConfig
     from kdeval.plugins import load_catalog
     from kdeval.runs import read_results
 
@@ -298,6 +299,7 @@ def compare_models(cfg: DemoConfig, result: DemoResult, backend: str, log: Log, 
         log=log,
         progress=tqdm_progress if progress else None,
         efficiency=None if reused else bench,
+        fidelity=FidelityConfig(),  # how close each student's next-token distribution is to the teacher's
     )
     if reused:
         log("cost: the models are unchanged, so the figures measured last time are kept")
