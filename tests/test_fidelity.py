@@ -262,3 +262,32 @@ def test_graded_similarity_is_sacrebleu_chrf_against_the_teacher() -> None:
     assert task.value == pytest.approx(CHRF().corpus_score(student, [teacher]).score)
     assert task.ci_low is not None and task.ci_high is not None and task.ci_low < task.value < task.ci_high
     assert overall.scope == "overall" and overall.value == pytest.approx(task.value)
+
+
+def test_a_perplexity_task_is_teacher_forced_on_its_document_in_rolling_windows() -> None:
+    """lm-eval's loglikelihood_rolling requests have no choice to pick: the student is forced on the
+    document itself, in the windows its log-likelihood was scored in (the whole text, once)."""
+    from types import SimpleNamespace
+
+    from transformers import PreTrainedTokenizerFast
+
+    from kdeval.backends.prompting import PromptCodec
+    from kdeval.fidelity.sequences import example_sequences
+    from kdeval.tasks import ChoiceRequest, Example, Output
+    from kdeval.tinymodels import BOS, EOS, PAD, train_bpe
+
+    text = "the cat sat on the mat and the dog sat on the log. " * 6
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=train_bpe([text] * 5, 300), bos_token=BOS, eos_token=EOS, pad_token=PAD
+    )
+    codec = PromptCodec(tok)
+    req = ChoiceRequest(messages=(), choices=(text,), rolling=True)
+    task = SimpleNamespace(task_type="multiple_choice", request=lambda example, history: req)
+    ids = codec.encode_raw(text)
+    for window in (2048, 16):  # one window, then several disjoint ones
+        seqs = example_sequences(
+            task, Example("d", {}), [Output(prompt="", choice_logprobs=[-3.0])], codec, window
+        )
+        targets = [t for s in seqs for t in s.input_ids[s.n_prompt :]]
+        assert targets == list(ids), window  # every document token is predicted exactly once
+        assert all(len(s.input_ids) <= window for s in seqs) and (len(seqs) > 1) == (window == 16)

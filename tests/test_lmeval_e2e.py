@@ -89,3 +89,27 @@ def test_kill_9_then_resume_a_mixed_run(tiny_model_dir: Path, tiny_model_dir_b: 
     assert {t["name"]: t["suite"] for t in result["tasks"]}["kd_mc"] == "lm-eval"
     report = (out / "report.md").read_text()
     assert "evaluate:first_char" in report and "acc,none" in report
+
+
+@pytest.mark.slow
+def test_fidelity_runs_on_lm_eval_tasks_perplexity_included(
+    tiny_model_dir: Path, tiny_model_dir_b: Path, tmp_path: Path
+) -> None:
+    """With a teacher, the fidelity phase covers lm-eval's multiple-choice, generation and rolling
+    (perplexity) tasks: a student that is the teacher has KL 0 and top-1 100% on each."""
+    tasks = write_tasks(tmp_path / "tasks")
+    cmd = [sys.executable, "-m", "kdeval.cli", "compare", "--backend", "hf", "--no-efficiency"]
+    cmd += ["--teacher", str(tiny_model_dir), "--baseline", str(tiny_model_dir_b)]
+    cmd += ["--distilled", str(tiny_model_dir), "--lm-eval-include", str(tasks)]
+    cmd += [a for t in ("kd_mc", "kd_gen", "kd_ppl") for a in ("--lm-eval-task", t)]
+    env = {**os.environ, **OFFLINE}
+    run = subprocess.run(
+        [*cmd, "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=900, env=env
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = json.loads((tmp_path / "run" / "results.json").read_text())["fidelity"]
+    per_task = {(r["model"], r["name"], r["measure"]): r["value"] for r in rows if r["scope"] == "task"}
+    for task in ("kd_mc", "kd_gen", "kd_ppl"):
+        assert per_task[("distilled", task, "kl")] == pytest.approx(0.0, abs=1e-6), task
+        assert per_task[("distilled", task, "top1")] == pytest.approx(100.0), task
+        assert per_task[("baseline", task, "kl")] > 0.01, task

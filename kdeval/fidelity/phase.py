@@ -205,7 +205,7 @@ def _student(
         for ex in lt.examples:
             seqs = [
                 fit(s, limit)
-                for s in example_sequences(lt.task, ex, teacher.outputs[lt.task.name][ex.id], codec)
+                for s in example_sequences(lt.task, ex, teacher.outputs[lt.task.name][ex.id], codec, limit)
             ]
             key = digest(
                 {
